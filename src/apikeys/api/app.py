@@ -1,0 +1,66 @@
+"""The application factory: wires settings, storage, services and HTTP together."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from apikeys.api import health, problems, routes
+from apikeys.api.deps import Services
+from apikeys.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from apikeys.config import Settings
+from apikeys.security import SecretKeeper
+from apikeys.service.authentication import Authenticator
+from apikeys.service.keys import SecretPrefixes
+from apikeys.service.throttle import FailureThrottle
+from apikeys.storage.database import Database
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def build_services(settings: Settings, database: Database, master_key: bytes) -> Services:
+    keeper = SecretKeeper(master_key)
+    return Services(
+        settings=settings,
+        database=database,
+        keeper=keeper,
+        prefixes=SecretPrefixes(settings.secret_key_prefix, settings.request_signing_prefix),
+        authenticator=Authenticator(
+            database,
+            keeper,
+            secret_key_prefix=settings.secret_key_prefix,
+            signature_max_age=settings.signature_max_age,
+            clock_skew=settings.clock_skew,
+        ),
+        throttle=FailureThrottle(settings.auth_failure_limit),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    # Read now, so a missing or bad master key stops start-up rather than the first request.
+    master_key = settings.load_master_key()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database(settings.async_database_url, settings.database_timeout)
+        app.state.services = build_services(settings, database, master_key)
+        try:
+            yield
+        finally:
+            await database.dispose()
+
+    app = FastAPI(
+        title="apikeys",
+        version="0.1.0",
+        summary="Create API keys for an account and authenticate the requests made with them.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(routes.router)
+    app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
+    app.add_middleware(RequestContextMiddleware)
+    return app

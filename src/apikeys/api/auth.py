@@ -1,0 +1,119 @@
+"""Reading credentials off a request, and the route class that authenticates first."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+from apikeys.errors import Unauthenticated, UnsupportedMediaType
+from apikeys.security import SignedMessage
+from apikeys.service.authentication import BearerCredentials, Credentials, SignatureCredentials
+
+_SIGNATURE_PARAMETER = re.compile(r"\s*Signature\s*=\s*([0-9A-Fa-f]{64})\s*;?\s*", re.IGNORECASE)
+_KEY_ID = re.compile(r"[A-Za-z0-9_\-]{16,64}")
+_EXPIRES = re.compile(r"\d{1,12}")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+MISSING_CREDENTIALS = (
+    "Authentication required: send 'Authorization: Bearer <secret>' for a secretKey key, or "
+    "the Convert-Application-ID, Expires and 'Authorization: Convert-HMAC-SHA256 "
+    "Signature=<hex>' headers for a requestSigning key"
+)
+
+
+def signed_url(request: Request, public_base_url: str | None) -> str:
+    """The absolute URL the client signed: scheme, host, path and query as sent."""
+    scope = request.scope
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+    path = raw_path.split(b"?", 1)[0].decode("latin-1")
+    query: str = scope.get("query_string", b"").decode("latin-1")
+    if public_base_url is None:
+        host = request.headers.get("host") or "{}:{}".format(*scope["server"])
+        public_base_url = f"{scope['scheme']}://{host}"
+    return public_base_url + path + (f"?{query}" if query else "")
+
+
+async def read_credentials(request: Request, public_base_url: str | None) -> Credentials:
+    headers = request.headers
+    # Convert's published Python sample sends the signature as Convert-Authorization.
+    authorization = headers.get("authorization") or headers.get("convert-authorization")
+    if not authorization:
+        raise Unauthenticated(MISSING_CREDENTIALS)
+    scheme, _, parameters = authorization.strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        secret = parameters.strip()
+        if not secret or " " in secret:
+            raise Unauthenticated("Malformed Authorization header: expected 'Bearer <secret>'")
+        return BearerCredentials(secret)
+    if scheme == "convert-hmac-sha256":
+        signature = _SIGNATURE_PARAMETER.fullmatch(parameters)
+        key_id = headers.get("convert-application-id", "")
+        expires = headers.get("expires", "")
+        if signature is None:
+            raise Unauthenticated(
+                "Malformed Authorization header: expected "
+                "'Convert-HMAC-SHA256 Signature=<64 hex digits>'"
+            )
+        if not _KEY_ID.fullmatch(key_id):
+            raise Unauthenticated("Missing or malformed Convert-Application-ID header")
+        if not _EXPIRES.fullmatch(expires):
+            raise Unauthenticated("Missing or malformed Expires header: expected UNIX seconds")
+        message = SignedMessage(
+            key_id=key_id,
+            expires=expires,
+            url=signed_url(request, public_base_url),
+            body=await request.body(),
+        )
+        return SignatureCredentials(message, signature.group(1))
+    raise Unauthenticated("Unsupported authorization scheme: use Bearer or Convert-HMAC-SHA256")
+
+
+def _require_json(request: Request) -> None:
+    if request.method not in _BODY_METHODS:
+        return
+    content_type = request.headers.get("content-type")
+    has_body = (
+        request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    )
+    if content_type is None and not has_body:
+        return
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"The body must be application/json, not {media_type or 'untyped'}"
+        )
+
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class AuthenticatedRoute(APIRoute):
+    """A route that authenticates the caller before FastAPI parses anything.
+
+    Authentication first means a caller without valid credentials learns nothing about
+    the endpoint, not even whether its body would have been valid; it also lets a signed
+    request's raw body be read before parsing.
+    """
+
+    def get_route_handler(self) -> Handler:
+        handle = super().get_route_handler()
+
+        async def authenticate_then_handle(request: Request) -> Response:
+            services = request.app.state.services
+            client = request.client.host if request.client else "unknown"
+            services.throttle.check(client)
+            try:
+                credentials = await read_credentials(request, services.settings.public_base_url)
+                request.state.caller = await services.authenticator.authenticate(credentials)
+            except Unauthenticated:
+                services.throttle.record_failure(client)
+                raise
+            _require_json(request)
+            return await handle(request)
+
+        return authenticate_then_handle

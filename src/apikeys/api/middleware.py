@@ -1,0 +1,118 @@
+"""ASGI middleware: request ids, the access log, the body size limit, and the last-resort 500."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from apikeys.api.problems import error_problem, problem
+from apikeys.errors import PayloadTooLarge
+
+access_log = logging.getLogger("apikeys.access")
+error_log = logging.getLogger("apikeys.errors")
+
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (the client's, when it is sane), echoes it in
+    `X-Request-ID`, writes one access-log line, and turns an unhandled exception into a
+    problem+json 500 that carries the id instead of a traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = _header(scope, b"x-request-id")
+        request_id = (
+            offered if offered and _SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+        )
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            error_log.exception("unhandled error", extra={"request_id": request_id})
+            if response_started:
+                raise
+            response = problem(
+                scope, 500, "An unexpected error occurred; quote the request id when reporting it"
+            )
+            await response(scope, receive, send_with_id)
+        finally:
+            self._log(scope, status, started, request_id)
+
+    @staticmethod
+    def _log(scope: Scope, status: int, started: float, request_id: str) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        route = scope.get("route")
+        caller = scope["state"].get("caller")
+        fields: dict[str, Any] = {
+            "method": scope["method"],
+            "route": getattr(route, "path", None) or "(unmatched)",
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "request_id": request_id,
+            "key": getattr(caller, "key", None),
+        }
+        access_log.info("request", extra={"http": fields})
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over `limit` bytes with 413, whether announced by Content-Length or not."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(f"The body is over the {self.limit // 1024} KiB limit")
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await error_problem(scope, too_large)(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise too_large
+            return message
+
+        await self.app(scope, counting_receive, send)

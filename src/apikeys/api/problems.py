@@ -1,0 +1,119 @@
+"""RFC 9457 problem+json: the one place errors become HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException
+from starlette.types import Scope
+
+from apikeys.errors import ApiError, FieldError, InvalidInput, ServiceUnavailable
+
+logger = logging.getLogger("apikeys.errors")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_MEDIA_TYPE
+
+
+def request_id_of(scope: Scope) -> str | None:
+    state: dict[str, Any] = scope.get("state", {})
+    request_id = state.get("request_id")
+    return request_id if isinstance(request_id, str) else None
+
+
+def problem(
+    scope: Scope,
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    slug: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    errors: Sequence[FieldError] = (),
+) -> ProblemResponse:
+    phrase = HTTPStatus(status).phrase
+    body: dict[str, Any] = {
+        "type": f"/problems/{slug}" if slug else "about:blank",
+        "title": title or phrase,
+        "status": status,
+        "detail": detail,
+        "instance": scope.get("path", ""),
+        "request_id": request_id_of(scope),
+    }
+    if errors:
+        body["errors"] = [{"loc": list(error.loc), "msg": error.msg} for error in errors]
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+def error_problem(scope: Scope, error: ApiError) -> ProblemResponse:
+    return problem(
+        scope,
+        error.status,
+        error.detail,
+        title=error.title,
+        slug=error.slug,
+        headers=error.headers,
+        errors=error.errors if isinstance(error, InvalidInput) else (),
+    )
+
+
+async def _on_api_error(request: Request, error: Exception) -> ProblemResponse:
+    assert isinstance(error, ApiError)
+    return error_problem(request.scope, error)
+
+
+async def _on_validation_error(request: Request, error: Exception) -> ProblemResponse:
+    assert isinstance(error, RequestValidationError)
+    field_errors = [FieldError(tuple(item["loc"]), _message(item)) for item in error.errors()]
+    fields = ", ".join(dict.fromkeys(".".join(map(str, e.loc)) for e in field_errors))
+    return error_problem(
+        request.scope, InvalidInput(f"The request is not valid: {fields}", field_errors)
+    )
+
+
+def _message(item: dict[str, Any]) -> str:
+    # Never echo the rejected input itself: it may be a secret pasted in the wrong place.
+    kind = item.get("type")
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "json_invalid":
+        return "the body is not valid JSON"
+    return str(item["msg"])
+
+
+async def _on_http_exception(request: Request, error: Exception) -> ProblemResponse:
+    assert isinstance(error, HTTPException)
+    detail = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
+    if error.status_code == 404:
+        detail = f"There is nothing at {request.url.path}"
+    elif error.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    return problem(request.scope, error.status_code, detail, headers=error.headers)
+
+
+async def _on_database_error(request: Request, error: Exception) -> ProblemResponse:
+    # Only the error's class is logged: its text can hold SQL.
+    logger.warning("database unavailable: %s", type(error).__name__)
+    return error_problem(
+        request.scope, ServiceUnavailable("The database is not answering; retry shortly")
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(HTTPException, _on_http_exception)
+    unavailable = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError, OSError)
+    for error_type in (*unavailable, TimeoutError):
+        app.add_exception_handler(error_type, _on_database_error)

@@ -1,0 +1,182 @@
+"""Request and response bodies, and how a key is shown (the same over HTTP and the CLI)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
+from pydantic_core import PydanticCustomError
+
+from apikeys.domain import ApiKeyInfo, KeyType, Role
+from apikeys.service.keys import IssuedKey, KeyRequest
+
+MAX_PROJECTS = 1000
+NAME_MAX_LENGTH = 100
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def _format_timestamp(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(_format_timestamp, return_type=str),
+    Field(json_schema_extra={"format": "date-time", "example": "2026-11-27T03:36:47Z"}),
+]
+
+
+def _clean_name(value: str) -> str:
+    name = value.strip()
+    if not 1 <= len(name) <= NAME_MAX_LENGTH:
+        raise PydanticCustomError(
+            "name_length",
+            "must be 1 to {max} characters once surrounding white space is trimmed",
+            {"max": NAME_MAX_LENGTH},
+        )
+    if any(unicodedata.category(character) == "Cc" for character in name):
+        raise PydanticCustomError("name_control", "must not contain control characters")
+    return name
+
+
+def _parse_rfc3339(value: Any) -> Any:
+    if isinstance(value, str):
+        if not _RFC3339.fullmatch(value):
+            raise PydanticCustomError(
+                "rfc3339",
+                "must be an RFC 3339 date-time with an offset, e.g. 2027-01-31T12:00:00Z",
+            )
+        # Python's parser takes at most microseconds; finer digits carry no meaning here.
+        value = re.sub(r"(\.\d{6})\d+", r"\1", value)
+        return datetime.fromisoformat(value.upper())
+    if value is None:
+        return None
+    raise PydanticCustomError(
+        "rfc3339", "must be an RFC 3339 date-time string with an offset, or null"
+    )
+
+
+def _in_the_future(value: datetime | None) -> datetime | None:
+    if value is not None and value <= datetime.now(UTC):
+        raise PydanticCustomError("expires_past", "must be in the future")
+    return value
+
+
+def _distinct_projects(value: list[int] | None) -> list[int] | None:
+    if value is None:
+        return None
+    distinct = sorted(set(value))
+    if len(distinct) > MAX_PROJECTS:
+        raise PydanticCustomError(
+            "too_many_projects",
+            "must list at most {max} distinct project ids",
+            {"max": MAX_PROJECTS},
+        )
+    return distinct
+
+
+ProjectId = Annotated[int, Field(strict=True, gt=0)]
+
+
+class ApiKeyCreate(BaseModel):
+    """The body of POST /accounts/{account_id}/api-keys."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Nightly Data Sync Script",
+                    "type": "requestSigning",
+                    "projects": [1],
+                    "role": "browse",
+                },
+                {"name": "Reporting Dashboard Integration", "type": "secretKey", "role": "edit"},
+            ]
+        },
+    )
+
+    name: Annotated[str, Field(strict=True), AfterValidator(_clean_name)] = Field(
+        description="1-100 characters after trimming; no control characters."
+    )
+    type: Literal["requestSigning", "secretKey"] = Field(
+        default="requestSigning",
+        description="requestSigning: HMAC-signed requests; secretKey: a Bearer secret.",
+    )
+    projects: Annotated[list[ProjectId] | None, AfterValidator(_distinct_projects)] = Field(
+        default=None,
+        description="Project ids the key is limited to; null, absent or [] means every "
+        "project of the account, now and future.",
+    )
+    role: Literal["browse", "edit", "publish", "admin"] = Field(
+        default="browse", description="What the key may do; browse is the least privilege."
+    )
+    expires_at: Annotated[
+        datetime | None, BeforeValidator(_parse_rfc3339), AfterValidator(_in_the_future)
+    ] = Field(default=None, description="When the key stops working (RFC 3339); null: never.")
+
+    def to_request(self) -> KeyRequest:
+        return KeyRequest(
+            name=self.name,
+            type=KeyType(self.type),
+            role=Role(self.role),
+            project_ids=frozenset(self.projects) if self.projects else None,
+            expires_at=self.expires_at,
+        )
+
+
+class ApiKey(BaseModel):
+    """An API key's metadata. The secret is never part of it."""
+
+    key: str = Field(description="Public identifier; the Convert-Application-ID header value.")
+    name: str
+    type: KeyType
+    role: Role
+    projects: list[int] | None = Field(description="Sorted project ids; null: every project.")
+    account_id: int
+    created_at: Timestamp
+    expires_at: Timestamp | None
+    last_used_at: Timestamp | None
+    revoked_at: Timestamp | None
+    secret_hint: str = Field(description="The secret's last four characters.")
+
+    @classmethod
+    def from_info(cls, info: ApiKeyInfo) -> ApiKey:
+        return cls(
+            key=info.key,
+            name=info.name,
+            type=info.type,
+            role=info.role,
+            projects=sorted(info.project_ids) if info.project_ids is not None else None,
+            account_id=info.account_id,
+            created_at=info.created_at,
+            expires_at=info.expires_at,
+            last_used_at=info.last_used_at,
+            revoked_at=info.revoked_at,
+            secret_hint=info.secret_hint,
+        )
+
+
+class ApiKeyCreated(ApiKey):
+    """A new key: its metadata and, this once, its secret."""
+
+    secret: str = Field(description="Returned here and never again.")
+
+
+def created_body(issued: IssuedKey) -> dict[str, Any]:
+    """The 201 body, `key` and `secret` first. The CLI prints exactly this too."""
+    body = ApiKey.from_info(issued.info).model_dump(mode="json")
+    return {"key": body.pop("key"), "secret": issued.secret, **body}

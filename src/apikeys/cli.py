@@ -1,0 +1,202 @@
+"""The `apikeys` command: serve, migrate, and bootstrap accounts, projects and keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+
+from apikeys.api.schemas import ApiKeyCreate, created_body
+from apikeys.config import ConfigurationError, Settings
+from apikeys.domain import Role
+from apikeys.errors import ApiError
+from apikeys.log import configure_logging
+from apikeys.security import SecretKeeper
+from apikeys.service import accounts, keys
+from apikeys.storage.database import AsyncSession, Database
+from apikeys.storage.migrations import upgrade_to_head
+
+DEMO_ACCOUNT_ID = 1
+DEMO_PROJECT_ID = 1
+
+
+def _print_json(value: dict[str, Any]) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+async def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
+    await upgrade_to_head(settings.async_database_url)
+    database = Database(settings.async_database_url, settings.database_timeout)
+    try:
+        async with database.sessions() as session:
+            return await work(session)
+    finally:
+        await database.dispose()
+
+
+def _key_request(args: argparse.Namespace) -> keys.KeyRequest:
+    projects = (
+        [int(item) for item in args.projects.split(",") if item.strip()] if args.projects else None
+    )
+    body = ApiKeyCreate.model_validate(
+        {"name": args.name, "type": args.type, "projects": projects, "expires_at": args.expires_at}
+    )
+    request = body.to_request()
+    return keys.KeyRequest(
+        name=request.name,
+        type=request.type,
+        role=Role(args.role),
+        project_ids=request.project_ids,
+        expires_at=request.expires_at,
+    )
+
+
+async def _issue_key(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    request = _key_request(args)
+    keeper = SecretKeeper(settings.load_master_key())
+    prefixes = keys.SecretPrefixes(settings.secret_key_prefix, settings.request_signing_prefix)
+
+    issued: keys.IssuedKey = await _with_session(
+        settings,
+        lambda session: keys.create_bootstrap_key(session, keeper, prefixes, args.account, request),
+    )
+    return created_body(issued)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    settings.load_master_key()
+    asyncio.run(upgrade_to_head(settings.async_database_url))
+    uvicorn.run(
+        "apikeys.api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        server_header=False,
+        # In-flight requests get this long to finish after SIGTERM.
+        timeout_graceful_shutdown=20,
+    )
+
+
+def _quickstart(settings: Settings, args: argparse.Namespace) -> None:
+    """Demo account and project (made once), a fresh owner key printed, then serve."""
+
+    async def ensure_demo(session: AsyncSession) -> None:
+        if not await accounts.account_exists(session, DEMO_ACCOUNT_ID):
+            await accounts.create_account(session, "Demo account", DEMO_ACCOUNT_ID)
+            await accounts.create_project(session, DEMO_ACCOUNT_ID, "Demo project", DEMO_PROJECT_ID)
+
+    asyncio.run(_with_session(settings, ensure_demo))
+    args.account, args.name, args.type, args.role = (
+        DEMO_ACCOUNT_ID,
+        "Quickstart owner key",
+        "secretKey",
+        "owner",
+    )
+    args.projects = args.expires_at = None
+    body = asyncio.run(_issue_key(settings, args))
+    base = f"http://{args.host}:{args.port}"
+    print(
+        f"Owner key for account {DEMO_ACCOUNT_ID} (its secret is shown only now):\n"
+        f"{json.dumps(body, indent=2, ensure_ascii=False)}\n\n"
+        f"Try it:\n"
+        f"  curl -s {base}/me -H 'Authorization: Bearer {body['secret']}'\n"
+        f"  curl -s {base}/accounts/{DEMO_ACCOUNT_ID}/api-keys -H 'Authorization: Bearer "
+        f"{body['secret']}' -H 'Content-Type: application/json' "
+        f'-d \'{{"name": "Nightly Data Sync Script"}}\'\n'
+        f"Docs: {base}/docs\n",
+        flush=True,
+    )
+    _serve(settings, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="apikeys", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_server_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--host", default="127.0.0.1")
+        command.add_argument("--port", type=int, default=8000)
+        command.add_argument("--workers", type=int, default=1)
+
+    serve = commands.add_parser("serve", help="apply pending migrations, then serve HTTP")
+    add_server_options(serve)
+    quickstart = commands.add_parser(
+        "quickstart", help="make a demo account and an owner key, print it, then serve"
+    )
+    add_server_options(quickstart)
+    commands.add_parser("migrate", help="upgrade the database schema to the newest revision")
+
+    account_commands = commands.add_parser("accounts").add_subparsers(dest="action", required=True)
+    account = account_commands.add_parser("create", help="create an account")
+    account.add_argument("--name", required=True)
+    account.add_argument("--id", type=int)
+    account.add_argument("--json", action="store_true", help="print JSON (the only format)")
+
+    project_commands = commands.add_parser("projects").add_subparsers(dest="action", required=True)
+    project = project_commands.add_parser("create", help="create a project in an account")
+    project.add_argument("--account", type=int, required=True)
+    project.add_argument("--name", required=True)
+    project.add_argument("--id", type=int)
+    project.add_argument("--json", action="store_true", help="print JSON (the only format)")
+
+    key_commands = commands.add_parser("keys").add_subparsers(dest="action", required=True)
+    key = key_commands.add_parser("create", help="create an API key; the only way to an owner key")
+    key.add_argument("--account", type=int, required=True)
+    key.add_argument("--name", required=True)
+    key.add_argument("--type", choices=["requestSigning", "secretKey"], default="requestSigning")
+    key.add_argument("--role", choices=[role.value for role in Role], default="browse")
+    key.add_argument("--projects", help="comma-separated project ids; omit for every project")
+    key.add_argument("--expires-at", help="RFC 3339 date-time with an offset")
+    key.add_argument("--json", action="store_true", help="print JSON (the only format)")
+    return parser
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> None:
+    match args.command, getattr(args, "action", None):
+        case "serve", _:
+            _serve(settings, args)
+        case "quickstart", _:
+            _quickstart(settings, args)
+        case "migrate", _:
+            asyncio.run(upgrade_to_head(settings.async_database_url))
+            print(json.dumps({"migrated": True}))
+        case "accounts", "create":
+            new_id = asyncio.run(
+                _with_session(settings, lambda s: accounts.create_account(s, args.name, args.id))
+            )
+            _print_json({"id": new_id, "name": args.name})
+        case "projects", "create":
+            new_id = asyncio.run(
+                _with_session(
+                    settings,
+                    lambda s: accounts.create_project(s, args.account, args.name, args.id),
+                )
+            )
+            _print_json({"id": new_id, "account_id": args.account, "name": args.name})
+        case "keys", "create":
+            _print_json(asyncio.run(_issue_key(settings, args)))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings()
+        configure_logging(settings.log_format, settings.log_level)
+        _run(args, settings)
+    except ConfigurationError as error:
+        sys.exit(f"apikeys: configuration error: {error}")
+    except ApiError as error:
+        sys.exit(f"apikeys: {error.detail}")
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors()
+        )
+        sys.exit(f"apikeys: invalid input: {problems}")

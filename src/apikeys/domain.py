@@ -1,0 +1,51 @@
+"""The vocabulary every layer shares: roles, key types and a key's public metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class KeyType(StrEnum):
+    REQUEST_SIGNING = "requestSigning"
+    SECRET_KEY = "secretKey"
+
+
+class Role(StrEnum):
+    BROWSE = "browse"
+    EDIT = "edit"
+    PUBLISH = "publish"
+    ADMIN = "admin"
+    OWNER = "owner"
+
+    @property
+    def rank(self) -> int:
+        return _ROLE_RANKS[self]
+
+    def outranks(self, other: Role) -> bool:
+        return self.rank > other.rank
+
+
+_ROLE_RANKS = {role: rank for rank, role in enumerate(Role)}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyInfo:
+    """A key as its owner may see it: everything but the secret."""
+
+    id: int
+    key: str
+    account_id: int
+    name: str
+    type: KeyType
+    role: Role
+    project_ids: frozenset[int] | None  # None: every project of the account, now and future
+    secret_hint: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    def is_active(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)

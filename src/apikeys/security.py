@@ -1,0 +1,132 @@
+"""Secret generation, hashing, encryption and request-signature checks.
+
+Pure functions and small value objects: nothing here knows about HTTP or the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+import zlib
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+BASE62_ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
+_BASE62_SET = frozenset(BASE62_ALPHABET)
+
+# 43 base62 characters carry 256 bits of entropy (62**43 > 2**256).
+SECRET_RANDOM_LENGTH = 43
+CHECKSUM_LENGTH = 6
+# 24 base62 characters: 142 bits, well above the 96 the public identifier needs.
+KEY_ID_LENGTH = 24
+NONCE_LENGTH = 12
+SIGNATURE_HEX_LENGTH = 64
+
+
+def random_base62(length: int) -> str:
+    return "".join(secrets.choice(BASE62_ALPHABET) for _ in range(length))
+
+
+def base62_checksum(text: str) -> str:
+    """CRC32 of `text`, written as big-endian base62 left-padded to six characters."""
+    value = zlib.crc32(text.encode())
+    digits = []
+    while value:
+        value, remainder = divmod(value, 62)
+        digits.append(BASE62_ALPHABET[remainder])
+    return "".join(reversed(digits)).rjust(CHECKSUM_LENGTH, "0")
+
+
+def generate_secret(prefix: str) -> str:
+    body = prefix + random_base62(SECRET_RANDOM_LENGTH)
+    return body + base62_checksum(body)
+
+
+def has_valid_checksum(secret: str, prefix: str) -> bool:
+    """True when `secret` is shaped like one this service issued with `prefix`.
+
+    Lets a mistyped or made-up secret be refused without touching the database.
+    """
+    random_part = secret[len(prefix) : -CHECKSUM_LENGTH]
+    return (
+        secret.startswith(prefix)
+        and len(random_part) >= 40
+        and set(random_part) <= _BASE62_SET
+        and hmac.compare_digest(
+            secret[-CHECKSUM_LENGTH:], base62_checksum(secret[:-CHECKSUM_LENGTH])
+        )
+    )
+
+
+def generate_key_id() -> str:
+    return random_base62(KEY_ID_LENGTH)
+
+
+def secret_hint(secret: str) -> str:
+    return "…" + secret[-4:]
+
+
+def _derive(master_key: bytes, purpose: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(master_key)
+
+
+class SecretKeeper:
+    """Turns secrets into what may be stored: an HMAC digest, and for signing keys a ciphertext.
+
+    Both keys are derived from the one master key with HKDF, so a leaked digest key
+    says nothing about the encryption key and vice versa.
+    """
+
+    __slots__ = ("_aead", "_hash_key")
+
+    def __init__(self, master_key: bytes) -> None:
+        self._hash_key = _derive(master_key, b"apikeys/secret-digest/v1")
+        self._aead = AESGCM(_derive(master_key, b"apikeys/secret-encryption/v1"))
+
+    def __repr__(self) -> str:
+        return "SecretKeeper(<hidden>)"
+
+    def digest(self, secret: str) -> bytes:
+        return hmac.digest(self._hash_key, secret.encode(), "sha256")
+
+    def encrypt(self, secret: str, key_id: str) -> bytes:
+        """AES-256-GCM with the public key id as associated data.
+
+        Binding the ciphertext to its key id means a row's ciphertext copied onto
+        another key fails to decrypt instead of lending that key its secret.
+        """
+        nonce = secrets.token_bytes(NONCE_LENGTH)
+        return nonce + self._aead.encrypt(nonce, secret.encode(), key_id.encode())
+
+    def decrypt(self, ciphertext: bytes, key_id: str) -> bytes:
+        nonce, sealed = ciphertext[:NONCE_LENGTH], ciphertext[NONCE_LENGTH:]
+        return self._aead.decrypt(nonce, sealed, key_id.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class SignedMessage:
+    """What a requestSigning client signs: key, Expires as sent, absolute URL and raw body."""
+
+    key_id: str
+    expires: str
+    url: str
+    body: bytes
+
+    def to_bytes(self) -> bytes:
+        return b"\n".join(
+            (self.key_id.encode(), self.expires.encode(), self.url.encode(), self.body)
+        )
+
+
+def sign(secret: bytes, message: SignedMessage) -> str:
+    """Hex HMAC-SHA256 of the message, exactly as Convert's published client code computes it."""
+    return hmac.new(secret, message.to_bytes(), hashlib.sha256).hexdigest()
+
+
+def signature_matches(secret: bytes, message: SignedMessage, signature_hex: str) -> bool:
+    return hmac.compare_digest(sign(secret, message), signature_hex.lower())

@@ -1,0 +1,144 @@
+"""Key lifecycle and the rules around it: who may manage keys, and what they may grant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from apikeys import security
+from apikeys.domain import ApiKeyInfo, KeyType, Role
+from apikeys.errors import FieldError, Forbidden, InvalidInput, NotFound
+from apikeys.security import SecretKeeper
+from apikeys.storage import repository
+from apikeys.storage.database import AsyncSession
+from apikeys.storage.repository import NewKeyRow
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRequest:
+    name: str
+    type: KeyType
+    role: Role
+    project_ids: frozenset[int] | None  # None: every project of the account
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A newly created key with its secret: the only moment the secret exists in clear."""
+
+    info: ApiKeyInfo
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"IssuedKey(info={self.info!r}, secret=<hidden>)"
+
+
+@dataclass(frozen=True, slots=True)
+class SecretPrefixes:
+    secret_key: str
+    request_signing: str
+
+    def for_type(self, key_type: KeyType) -> str:
+        return self.request_signing if key_type is KeyType.REQUEST_SIGNING else self.secret_key
+
+
+def ensure_can_manage(caller: ApiKeyInfo, account_id: int) -> None:
+    """Managing keys takes admin or owner, inside the caller's own account only."""
+    if caller.account_id != account_id:
+        # The same answer as for an account that does not exist: no probing for accounts.
+        raise NotFound(f"Account {account_id} was not found")
+    if Role.ADMIN.outranks(caller.role):
+        raise Forbidden(
+            f"Managing API keys needs the admin or owner role; this key has {caller.role}"
+        )
+
+
+def ensure_within_grant(caller: ApiKeyInfo, request: KeyRequest) -> None:
+    """A caller cannot mint more power than it holds."""
+    if request.role.outranks(caller.role):
+        raise Forbidden(
+            f"A key with role {caller.role} cannot create a key with role {request.role}"
+        )
+    if caller.project_ids is None:
+        return
+    if not request.project_ids:
+        raise Forbidden(
+            "This key is limited to some projects, so the new key must list a non-empty "
+            "subset of them; an empty or missing list would mean every project"
+        )
+    beyond = request.project_ids - caller.project_ids
+    if beyond:
+        raise Forbidden(
+            "This key cannot grant access to projects outside its own scope: "
+            + ", ".join(map(str, sorted(beyond)))
+        )
+
+
+async def issue_key(
+    session: AsyncSession,
+    keeper: SecretKeeper,
+    prefixes: SecretPrefixes,
+    account_id: int,
+    request: KeyRequest,
+    created_by: ApiKeyInfo | None,
+) -> IssuedKey:
+    """Create a key in the account and return it with its secret; commits."""
+    if request.project_ids:
+        known = await repository.projects_of_account(session, account_id, request.project_ids)
+        unknown = sorted(request.project_ids - known)
+        if unknown:
+            listed = ", ".join(map(str, unknown))
+            raise InvalidInput(
+                f"These project ids are not projects of account {account_id}: {listed}",
+                [FieldError(("body", "projects"), f"unknown project ids: {listed}")],
+            )
+    public_id = security.generate_key_id()
+    secret = security.generate_secret(prefixes.for_type(request.type))
+    signing = request.type is KeyType.REQUEST_SIGNING
+    info = await repository.add_key(
+        session,
+        NewKeyRow(
+            public_id=public_id,
+            account_id=account_id,
+            name=request.name,
+            type=request.type,
+            role=request.role,
+            project_ids=request.project_ids or None,
+            secret_digest=keeper.digest(secret),
+            secret_ciphertext=keeper.encrypt(secret, public_id) if signing else None,
+            secret_hint=security.secret_hint(secret),
+            created_by_id=created_by.id if created_by else None,
+            created_at=datetime.now(UTC),
+            expires_at=request.expires_at,
+        ),
+    )
+    await session.commit()
+    return IssuedKey(info, secret)
+
+
+async def create_key(
+    session: AsyncSession,
+    keeper: SecretKeeper,
+    prefixes: SecretPrefixes,
+    caller: ApiKeyInfo,
+    account_id: int,
+    request: KeyRequest,
+) -> IssuedKey:
+    """POST /accounts/{id}/api-keys: the caller's rules, then the key."""
+    ensure_can_manage(caller, account_id)
+    ensure_within_grant(caller, request)
+    return await issue_key(session, keeper, prefixes, account_id, request, created_by=caller)
+
+
+async def create_bootstrap_key(
+    session: AsyncSession,
+    keeper: SecretKeeper,
+    prefixes: SecretPrefixes,
+    account_id: int,
+    request: KeyRequest,
+) -> IssuedKey:
+    """The command line's path to a key, any role including owner; no caller to check."""
+    if not await repository.account_exists(session, account_id):
+        raise NotFound(f"Account {account_id} was not found")
+    return await issue_key(session, keeper, prefixes, account_id, request, created_by=None)

@@ -1,0 +1,77 @@
+"""Engine and sessions: the one way the service talks to its database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+_READ_ONLY = "apikeys_read_only"
+
+
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so `_on_begin` decides how each one starts.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers run beside the single writer; synchronous=NORMAL skips the fsync
+        # per commit (a power cut may lose the last commits, never corrupt the file).
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "foreign_keys=ON",
+            f"busy_timeout={busy_timeout_ms}",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # A deferred transaction that reads and then writes fails at once with SQLITE_BUSY when
+        # another writer got in between; IMMEDIATE takes the write lock up front and waits for
+        # it instead. Authentication lookups only read, so they keep the cheaper deferred BEGIN.
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+class Database:
+    """The engine plus two session factories: `sessions` for work that may write, and
+    `read_sessions` for lookups that never do."""
+
+    def __init__(self, url: URL, timeout: float) -> None:
+        options: dict[str, Any] = {"pool_timeout": timeout}
+        if url.get_backend_name() == "sqlite":
+            options["connect_args"] = {"timeout": timeout}
+        else:
+            options.update(
+                pool_size=10,
+                max_overflow=10,
+                pool_recycle=1800,
+                connect_args={"timeout": timeout, "command_timeout": timeout},
+            )
+        self.url = url
+        self.engine = create_async_engine(url, **options)
+        if url.get_backend_name() == "sqlite":
+            _configure_sqlite(self.engine, int(timeout * 1000))
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = async_sessionmaker(
+            self.engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
+        )
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+__all__ = ["AsyncSession", "Database"]

@@ -1,0 +1,60 @@
+"""Applying Alembic migrations from the service and the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, text
+from sqlalchemy.engine import URL
+
+from apikeys.storage.database import Database
+
+# Any fixed 64-bit number: replicas starting together queue on it instead of racing.
+_MIGRATION_LOCK_ID = 0x61706B6579730001
+
+
+def script_location() -> Path:
+    """Inside an installed wheel the migrations sit in the package; in a checkout, at the top."""
+    packaged = Path(__file__).resolve().parents[1] / "migrations"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "migrations"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(connection: Connection) -> None:
+    command.upgrade(alembic_config(connection), "head")
+
+
+async def upgrade_to_head(url: URL, timeout: float = 30.0) -> None:
+    """Bring the schema to the newest revision, safely when several processes start at once.
+
+    PostgreSQL: a session advisory lock serialises concurrent upgrades. SQLite: the
+    migration transaction begins IMMEDIATE (see Database), which does the same.
+    """
+    database = Database(url, timeout)
+    try:
+        async with database.engine.connect() as connection:
+            is_postgres = connection.dialect.name == "postgresql"
+            if is_postgres:
+                await connection.execute(
+                    text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
+                )
+                await connection.commit()
+            try:
+                await connection.run_sync(_upgrade)
+                await connection.commit()
+            finally:
+                if is_postgres:
+                    await connection.execute(
+                        text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID}
+                    )
+                    await connection.commit()
+    finally:
+        await database.dispose()
