@@ -1,0 +1,33 @@
+# The commands people and CI run. `make run` serves on SQLite with a printed owner key;
+# `make test` installs everything the tests need and runs lint, types and the suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint postgres
+
+$(BIN)/apikeys: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.test-deps: $(BIN)/apikeys
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+run: $(BIN)/apikeys
+	$(BIN)/apikeys quickstart --host $(HOST) --port $(PORT)
+
+postgres:
+	@./.ci/ensure-postgres
+
+lint: $(VENV)/.test-deps
+	$(BIN)/ruff check src migrations tests
+	$(BIN)/ruff format --check src migrations tests
+	$(BIN)/mypy
+
+test: lint postgres
+	$(BIN)/pytest
