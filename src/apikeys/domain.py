@@ -49,3 +49,14 @@ class ApiKeyInfo:
 
     def is_active(self, now: datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a change came from, for the audit trail."""
+
+    client_address: str | None
+    request_id: str | None
+
+
+COMMAND_LINE = Origin(client_address="command line", request_id=None)

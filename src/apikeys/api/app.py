@@ -15,6 +15,7 @@ from apikeys.security import SecretKeeper
 from apikeys.service.authentication import Authenticator
 from apikeys.service.keys import SecretPrefixes
 from apikeys.service.throttle import FailureThrottle
+from apikeys.service.usage import UsageRecorder
 from apikeys.storage.database import Database
 
 MAX_BODY_BYTES = 64 * 1024
@@ -33,6 +34,7 @@ def build_services(settings: Settings, database: Database, master_key: bytes) ->
             secret_key_prefix=settings.secret_key_prefix,
             signature_max_age=settings.signature_max_age,
             clock_skew=settings.clock_skew,
+            usage=UsageRecorder(database),
         ),
         throttle=FailureThrottle(settings.auth_failure_limit),
     )
@@ -46,10 +48,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database(settings.async_database_url, settings.database_timeout)
-        app.state.services = build_services(settings, database, master_key)
+        services = build_services(settings, database, master_key)
+        app.state.services = services
         try:
             yield
         finally:
+            await services.authenticator.close()
             await database.dispose()
 
     app = FastAPI(

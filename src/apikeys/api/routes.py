@@ -4,17 +4,36 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from apikeys.api.auth import AuthenticatedRoute
 from apikeys.api.deps import CallerDep, ServicesDep, SessionDep
-from apikeys.api.schemas import ApiKey, ApiKeyCreate, ApiKeyCreated, created_body
-from apikeys.service import keys
+from apikeys.api.schemas import (
+    ApiKey,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyList,
+    AuditEventList,
+    AuditEventOut,
+    created_body,
+)
+from apikeys.domain import Origin
+from apikeys.service import audit, keys
 
 router = APIRouter(route_class=AuthenticatedRoute)
 
 AccountId = Annotated[int, Path(ge=1, description="The account's id.")]
+KeyId = Annotated[str, Path(description="The key's public identifier.")]
+Limit = Annotated[int, Query(ge=1, le=200, description="Page size, 1-200.")]
+Cursor = Annotated[str | None, Query(description="next_cursor from the previous page.")]
+
+
+def _origin(request: Request) -> Origin:
+    return Origin(
+        client_address=request.client.host if request.client else None,
+        request_id=request.state.request_id,
+    )
 
 
 @router.post(
@@ -29,10 +48,17 @@ async def create_api_key(
     caller: CallerDep,
     session: SessionDep,
     services: ServicesDep,
+    request: Request,
 ) -> Any:
     """Create a new API key for an account. The secret is in this response and never again."""
     issued = await keys.create_key(
-        session, services.keeper, services.prefixes, caller, account_id, body.to_request()
+        session,
+        services.keeper,
+        services.prefixes,
+        caller,
+        account_id,
+        body.to_request(),
+        _origin(request),
     )
     return JSONResponse(
         created_body(issued),
@@ -41,6 +67,57 @@ async def create_api_key(
             "Location": f"/accounts/{account_id}/api-keys/{issued.info.key}",
             "Cache-Control": "no-store",
         },
+    )
+
+
+@router.get("/accounts/{account_id}/api-keys", tags=["API keys"])
+async def list_api_keys(
+    account_id: AccountId,
+    caller: CallerDep,
+    session: SessionDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    include_revoked: Annotated[bool, Query(description="Include revoked keys.")] = False,
+) -> ApiKeyList:
+    """List the account's keys, newest first; never a secret."""
+    page = await keys.list_keys(
+        session, caller, account_id, limit=limit, cursor=cursor, include_revoked=include_revoked
+    )
+    return ApiKeyList(
+        data=[ApiKey.from_info(key) for key in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get("/accounts/{account_id}/api-keys/{key}", tags=["API keys"])
+async def get_api_key(
+    account_id: AccountId, key: KeyId, caller: CallerDep, session: SessionDep
+) -> ApiKey:
+    """One key's metadata, revoked keys included; never the secret."""
+    return ApiKey.from_info(await keys.get_key(session, caller, account_id, key))
+
+
+@router.delete("/accounts/{account_id}/api-keys/{key}", status_code=204, tags=["API keys"])
+async def revoke_api_key(
+    account_id: AccountId, key: KeyId, caller: CallerDep, session: SessionDep, request: Request
+) -> Response:
+    """Revoke a key at once and for good; revoking it again is a no-op. A key may revoke itself."""
+    await keys.revoke_key(session, caller, account_id, key, _origin(request))
+    return Response(status_code=204)
+
+
+@router.get("/accounts/{account_id}/audit-events", tags=["Audit"])
+async def list_audit_events(
+    account_id: AccountId,
+    caller: CallerDep,
+    session: SessionDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> AuditEventList:
+    """Key creations and revocations in the account, newest first."""
+    page = await audit.list_events(session, caller, account_id, limit=limit, cursor=cursor)
+    return AuditEventList(
+        data=[AuditEventOut.model_validate(event, from_attributes=True) for event in page.items],
+        next_cursor=page.next_cursor,
     )
 
 

@@ -180,3 +180,32 @@ def created_body(issued: IssuedKey) -> dict[str, Any]:
     """The 201 body, `key` and `secret` first. The CLI prints exactly this too."""
     body = ApiKey.from_info(issued.info).model_dump(mode="json")
     return {"key": body.pop("key"), "secret": issued.secret, **body}
+
+
+class ApiKeyList(BaseModel):
+    """One page of keys, newest first."""
+
+    data: list[ApiKey]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
+
+
+class AuditEventOut(BaseModel):
+    """A key creation or revocation."""
+
+    id: int
+    account_id: int
+    action: Literal["api_key.created", "api_key.revoked"]
+    actor_key: str | None = Field(description="The key that acted; null: the command line.")
+    target_key: str
+    role: Role = Field(description="The target key's role.")
+    projects: list[int] | None = Field(description="The target key's projects; null: every one.")
+    client_address: str | None
+    request_id: str | None
+    created_at: Timestamp
+
+
+class AuditEventList(BaseModel):
+    """One page of audit events, newest first."""
+
+    data: list[AuditEventOut]
+    next_cursor: str | None

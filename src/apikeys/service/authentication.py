@@ -13,6 +13,7 @@ from apikeys import security
 from apikeys.domain import ApiKeyInfo, KeyType
 from apikeys.errors import Unauthenticated
 from apikeys.security import SecretKeeper, SignedMessage
+from apikeys.service.usage import UsageRecorder
 from apikeys.storage import repository
 from apikeys.storage.database import Database
 
@@ -46,9 +47,11 @@ class Authenticator:
         secret_key_prefix: str,
         signature_max_age: int,
         clock_skew: int,
+        usage: UsageRecorder,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._database = database
+        self._usage = usage
         self._keeper = keeper
         self._secret_key_prefix = secret_key_prefix
         self._max_age = signature_max_age
@@ -65,7 +68,11 @@ class Authenticator:
             key = await self._verify_signature(credentials, now)
         if not key.is_active(datetime.fromtimestamp(now, UTC)):
             raise Unauthenticated("The API key has been revoked or has expired")
+        self._usage.record(key, now)
         return key
+
+    async def close(self) -> None:
+        await self._usage.drain()
 
     async def _verify_bearer(self, credentials: BearerCredentials) -> ApiKeyInfo:
         if not security.has_valid_checksum(credentials.secret, self._secret_key_prefix):

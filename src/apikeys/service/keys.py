@@ -6,12 +6,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from apikeys import security
-from apikeys.domain import ApiKeyInfo, KeyType, Role
+from apikeys.domain import COMMAND_LINE, ApiKeyInfo, KeyType, Origin, Role
 from apikeys.errors import FieldError, Forbidden, InvalidInput, NotFound
 from apikeys.security import SecretKeeper
+from apikeys.service.pagination import Page, decode_cursor, page_of
 from apikeys.storage import repository
 from apikeys.storage.database import AsyncSession
 from apikeys.storage.repository import NewKeyRow
+
+CREATED = "api_key.created"
+REVOKED = "api_key.revoked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,7 @@ async def issue_key(
     account_id: int,
     request: KeyRequest,
     created_by: ApiKeyInfo | None,
+    origin: Origin,
 ) -> IssuedKey:
     """Create a key in the account and return it with its secret; commits."""
     if request.project_ids:
@@ -113,6 +118,15 @@ async def issue_key(
             expires_at=request.expires_at,
         ),
     )
+    await repository.add_audit_event(
+        session,
+        account_id=account_id,
+        action=CREATED,
+        actor=created_by,
+        target=info,
+        origin=origin,
+        created_at=info.created_at,
+    )
     await session.commit()
     return IssuedKey(info, secret)
 
@@ -124,11 +138,14 @@ async def create_key(
     caller: ApiKeyInfo,
     account_id: int,
     request: KeyRequest,
+    origin: Origin,
 ) -> IssuedKey:
     """POST /accounts/{id}/api-keys: the caller's rules, then the key."""
     ensure_can_manage(caller, account_id)
     ensure_within_grant(caller, request)
-    return await issue_key(session, keeper, prefixes, account_id, request, created_by=caller)
+    return await issue_key(
+        session, keeper, prefixes, account_id, request, created_by=caller, origin=origin
+    )
 
 
 async def create_bootstrap_key(
@@ -141,4 +158,72 @@ async def create_bootstrap_key(
     """The command line's path to a key, any role including owner; no caller to check."""
     if not await repository.account_exists(session, account_id):
         raise NotFound(f"Account {account_id} was not found")
-    return await issue_key(session, keeper, prefixes, account_id, request, created_by=None)
+    return await issue_key(
+        session, keeper, prefixes, account_id, request, created_by=None, origin=COMMAND_LINE
+    )
+
+
+async def list_keys(
+    session: AsyncSession,
+    caller: ApiKeyInfo,
+    account_id: int,
+    *,
+    limit: int,
+    cursor: str | None,
+    include_revoked: bool,
+) -> Page[ApiKeyInfo]:
+    """The keys the caller may see, newest first: a project-limited caller sees only keys
+    whose projects all lie inside its own."""
+    ensure_can_manage(caller, account_id)
+    rows = await repository.list_keys(
+        session,
+        account_id,
+        scope=caller.project_ids,
+        include_revoked=include_revoked,
+        after=decode_cursor(cursor),
+        limit=limit + 1,
+    )
+    return page_of(rows, limit)
+
+
+async def get_key(
+    session: AsyncSession, caller: ApiKeyInfo, account_id: int, public_id: str
+) -> ApiKeyInfo:
+    ensure_can_manage(caller, account_id)
+    key = await repository.get_key(session, account_id, public_id, scope=caller.project_ids)
+    if key is None:
+        raise NotFound(f"API key {public_id} was not found in account {account_id}")
+    return key
+
+
+async def revoke_key(
+    session: AsyncSession, caller: ApiKeyInfo, account_id: int, public_id: str, origin: Origin
+) -> None:
+    """Revoke a key for good; revoking a revoked key changes nothing. Commits.
+
+    Any key may revoke itself, whatever its role: that only ever takes power away.
+    """
+    revoking_itself = caller.account_id == account_id and public_id == caller.key
+    if revoking_itself:
+        target: ApiKeyInfo | None = caller
+    else:
+        ensure_can_manage(caller, account_id)
+        target = await repository.get_key(session, account_id, public_id, scope=caller.project_ids)
+    if target is None:
+        raise NotFound(f"API key {public_id} was not found in account {account_id}")
+    if target.role.outranks(caller.role):
+        raise Forbidden(
+            f"A key with role {caller.role} cannot revoke a key with role {target.role}"
+        )
+    now = datetime.now(UTC)
+    if await repository.revoke_key(session, target.id, now):
+        await repository.add_audit_event(
+            session,
+            account_id=account_id,
+            action=REVOKED,
+            actor=caller,
+            target=target,
+            origin=origin,
+            created_at=now,
+        )
+    await session.commit()

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -110,3 +111,24 @@ class ApiKeyProject(Base):
 
     api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), primary_key=True, index=True)
+
+
+class AuditEvent(Base):
+    """One key creation or revocation, written in the same transaction as the change."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_account_created", "account_id", "created_at", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    action: Mapped[str] = mapped_column(String(32))
+    # Public ids are kept beside the foreign keys so the trail reads without joins.
+    actor_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    actor_key: Mapped[str | None] = mapped_column(String(64))
+    target_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    target_key: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    projects: Mapped[list[int] | None] = mapped_column(JSON)
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import ColumnElement, and_, exists, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
-from apikeys.domain import ApiKeyInfo, KeyType, Role
-from apikeys.storage.models import Account, ApiKey, ApiKeyProject, Project
+from apikeys.domain import ApiKeyInfo, KeyType, Origin, Role
+from apikeys.storage.models import Account, ApiKey, ApiKeyProject, AuditEvent, Project
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +176,10 @@ async def _project_ids(session: AsyncSession, api_key_id: int) -> frozenset[int]
     return frozenset(result.scalars())
 
 
-async def _find_credential(session: AsyncSession, condition: object) -> StoredCredential | None:
-    result = await session.execute(select(*_KEY_COLUMNS, ApiKey.secret_ciphertext).where(condition))  # type: ignore[arg-type]
+async def _find_credential(
+    session: AsyncSession, condition: ColumnElement[bool]
+) -> StoredCredential | None:
+    result = await session.execute(select(*_KEY_COLUMNS, ApiKey.secret_ciphertext).where(condition))
     row = result.first()
     if row is None:
         return None
@@ -194,3 +197,164 @@ async def find_credential_by_digest(
     session: AsyncSession, digest: bytes
 ) -> StoredCredential | None:
     return await _find_credential(session, ApiKey.secret_digest == digest)
+
+
+# A position in a newest-first listing: the (created_at, id) of the last row already seen.
+Position = tuple[datetime, int]
+
+
+def _within_scope(scope: frozenset[int] | None) -> ColumnElement[bool]:
+    """Keys whose projects all lie inside `scope` (None: no limit)."""
+    if scope is None:
+        return ApiKey.id.is_not(None)
+    outside = exists().where(
+        ApiKeyProject.api_key_id == ApiKey.id, ApiKeyProject.project_id.not_in(sorted(scope))
+    )
+    return and_(ApiKey.all_projects.is_(False), ~outside)
+
+
+def _before(
+    created_at: InstrumentedAttribute[datetime], row_id: InstrumentedAttribute[int], after: Position
+) -> ColumnElement[bool]:
+    return or_(created_at < after[0], and_(created_at == after[0], row_id < after[1]))
+
+
+async def _project_ids_of(session: AsyncSession, key_ids: list[int]) -> dict[int, frozenset[int]]:
+    if not key_ids:
+        return {}
+    result = await session.execute(
+        select(ApiKeyProject.api_key_id, ApiKeyProject.project_id).where(
+            ApiKeyProject.api_key_id.in_(key_ids)
+        )
+    )
+    grouped: dict[int, set[int]] = {}
+    for key_id, project_id in result:
+        grouped.setdefault(key_id, set()).add(project_id)
+    return {key_id: frozenset(projects) for key_id, projects in grouped.items()}
+
+
+async def list_keys(
+    session: AsyncSession,
+    account_id: int,
+    *,
+    scope: frozenset[int] | None,
+    include_revoked: bool,
+    after: Position | None,
+    limit: int,
+) -> list[ApiKeyInfo]:
+    """Newest first, at most `limit` keys, starting after `after`."""
+    query = select(*_KEY_COLUMNS).where(ApiKey.account_id == account_id, _within_scope(scope))
+    if not include_revoked:
+        query = query.where(ApiKey.revoked_at.is_(None))
+    if after is not None:
+        query = query.where(_before(ApiKey.created_at, ApiKey.id, after))
+    query = query.order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit)
+    rows = (await session.execute(query)).all()
+    projects = await _project_ids_of(session, [row.id for row in rows if not row.all_projects])
+    return [_info(row, projects.get(row.id, frozenset())) for row in rows]
+
+
+async def get_key(
+    session: AsyncSession, account_id: int, public_id: str, *, scope: frozenset[int] | None
+) -> ApiKeyInfo | None:
+    result = await session.execute(
+        select(*_KEY_COLUMNS).where(
+            ApiKey.account_id == account_id, ApiKey.public_id == public_id, _within_scope(scope)
+        )
+    )
+    row = result.first()
+    if row is None:
+        return None
+    return _info(row, None if row.all_projects else await _project_ids(session, row.id))
+
+
+async def revoke_key(session: AsyncSession, key_id: int, revoked_at: datetime) -> bool:
+    """Set revoked_at once; False when the key was already revoked."""
+    result = await session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=revoked_at)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def touch_last_used(
+    session: AsyncSession, key_id: int, used_at: datetime, every: float
+) -> None:
+    """Record a use unless one within `every` seconds is already recorded."""
+    await session.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.id == key_id,
+            or_(
+                ApiKey.last_used_at.is_(None),
+                ApiKey.last_used_at < used_at - timedelta(seconds=every),
+            ),
+        )
+        .values(last_used_at=used_at)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    id: int
+    account_id: int
+    action: str
+    actor_key: str | None
+    target_key: str
+    role: str
+    projects: list[int] | None
+    client_address: str | None
+    request_id: str | None
+    created_at: datetime
+
+
+async def add_audit_event(
+    session: AsyncSession,
+    *,
+    account_id: int,
+    action: str,
+    actor: ApiKeyInfo | None,
+    target: ApiKeyInfo,
+    origin: Origin,
+    created_at: datetime,
+) -> None:
+    await session.execute(
+        insert(AuditEvent).values(
+            account_id=account_id,
+            action=action,
+            actor_key_id=actor.id if actor else None,
+            actor_key=actor.key if actor else None,
+            target_key_id=target.id,
+            target_key=target.key,
+            role=target.role.value,
+            projects=sorted(target.project_ids) if target.project_ids is not None else None,
+            client_address=origin.client_address,
+            request_id=origin.request_id,
+            created_at=created_at,
+        )
+    )
+
+
+async def list_audit_events(
+    session: AsyncSession, account_id: int, *, after: Position | None, limit: int
+) -> list[AuditRecord]:
+    query = select(AuditEvent).where(AuditEvent.account_id == account_id)
+    if after is not None:
+        query = query.where(_before(AuditEvent.created_at, AuditEvent.id, after))
+    query = query.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(limit)
+    return [
+        AuditRecord(
+            id=event.id,
+            account_id=event.account_id,
+            action=event.action,
+            actor_key=event.actor_key,
+            target_key=event.target_key,
+            role=event.role,
+            projects=event.projects,
+            client_address=event.client_address,
+            request_id=event.request_id,
+            created_at=event.created_at,
+        )
+        for event in (await session.scalars(query))
+    ]
