@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -252,3 +253,22 @@ async def test_a_created_key_authenticates_with_its_own_method(world: World) -> 
         assert me.status_code == 200
         assert me.json()["key"] == body["key"]
         assert "secret" not in me.json()
+
+
+async def test_streamed_body_over_64_kib_without_content_length_is_413(world: World) -> None:
+    owner = await world.mint()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"name": "'
+        for _ in range(14):
+            yield b"x" * 5000
+        yield b'"}'
+
+    response = await world.client.post(
+        KEY_PATH,
+        content=chunks(),
+        headers={"Content-Type": "application/json", **owner.headers("POST", "", b"")},
+    )
+
+    assert response.status_code == 413
+    assert response.json()["status"] == 413

@@ -89,7 +89,11 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses bodies over `limit` bytes with 413, whether announced by Content-Length or not."""
+    """Refuses bodies over `limit` bytes with 413, before anything else looks at the request.
+
+    The body (at most `limit` bytes) is read up front and replayed to the app, so the answer
+    is the same whether the size was announced by Content-Length or found while streaming.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -99,20 +103,37 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = PayloadTooLarge(f"The body is over the {self.limit // 1024} KiB limit")
         length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await error_problem(scope, too_large)(scope, receive, send)
+        if length is None and _header(scope, b"transfer-encoding") is None:
+            await self.app(scope, receive, send)
             return
-        received = 0
-
-        async def counting_receive() -> Message:
-            nonlocal received
+        too_large = error_problem(
+            scope, PayloadTooLarge(f"The body is over the {self.limit // 1024} KiB limit")
+        )
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await too_large(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise too_large
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        await self.app(scope, counting_receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
