@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     secret_key_prefix: str = "cvsk_"
     request_signing_prefix: str = "cvrs_"
     # Failed authentications allowed per client address in a sliding minute; 0 turns it off.
-    auth_failure_limit: int = Field(default=300, ge=0)
+    auth_failure_limit: int = Field(default=600, ge=0)
     database_timeout: float = Field(default=5.0, gt=0)
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"

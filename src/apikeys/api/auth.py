@@ -105,13 +105,15 @@ class AuthenticatedRoute(APIRoute):
 
         async def authenticate_then_handle(request: Request) -> Response:
             services = request.app.state.services
-            client = request.client.host if request.client else "unknown"
-            services.throttle.check(client)
             try:
                 credentials = await read_credentials(request, services.settings.public_base_url)
                 request.state.caller = await services.authenticator.authenticate(credentials)
             except Unauthenticated:
+                # Only failures are throttled: a client with valid credentials behind the same
+                # address (a NAT, a proxy) is never locked out by a noisy neighbour.
+                client = request.client.host if request.client else "unknown"
                 services.throttle.record_failure(client)
+                services.throttle.check(client)
                 raise
             _require_json(request)
             return await handle(request)

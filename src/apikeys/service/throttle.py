@@ -21,14 +21,14 @@ class FailureThrottle:
         self._failures: dict[str, deque[float]] = {}
 
     def check(self, client: str) -> None:
-        """Raise TooManyRequests while `client` is over the limit."""
+        """Raise TooManyRequests when `client` has failed more than the limit allows."""
         failures = self._failures.get(client)
         if not self._limit or not failures:
             return
         now = self._clock()
         while failures and failures[0] <= now - WINDOW_SECONDS:
             failures.popleft()
-        if len(failures) >= self._limit:
+        if len(failures) > self._limit:
             retry_after = max(1, math.ceil(failures[0] + WINDOW_SECONDS - now))
             raise TooManyRequests(
                 f"Too many failed authentications from this client; retry in {retry_after} s",
@@ -40,7 +40,7 @@ class FailureThrottle:
             return
         if len(self._failures) > _SWEEP_THRESHOLD:
             self._sweep()
-        self._failures.setdefault(client, deque(maxlen=self._limit)).append(self._clock())
+        self._failures.setdefault(client, deque(maxlen=self._limit + 1)).append(self._clock())
 
     def _sweep(self) -> None:
         horizon = self._clock() - WINDOW_SECONDS
