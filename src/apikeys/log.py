@@ -8,13 +8,18 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-_STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# uvicorn adds color_message, an ANSI-coloured copy of the message.
+_SKIPPED_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name, value in vars(record).items():
-        if name in _STANDARD_ATTRIBUTES:
+        if name in _SKIPPED_ATTRIBUTES:
             continue
         if isinstance(value, dict):
             fields.update(value)

@@ -85,7 +85,9 @@ class RequestContextMiddleware:
             "request_id": request_id,
             "key": getattr(caller, "key", None),
         }
-        access_log.info("request", extra={"http": fields})
+        access_log.info(
+            "%s %s %s", fields["method"], fields["route"], status, extra={"http": fields}
+        )
 
 
 class BodyLimitMiddleware:
