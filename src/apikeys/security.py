@@ -55,6 +55,8 @@ def has_valid_checksum(secret: str, prefix: str) -> bool:
     random_part = secret[len(prefix) : -CHECKSUM_LENGTH]
     return (
         secret.startswith(prefix)
+        # compare_digest refuses non-ASCII text with a TypeError rather than answering False.
+        and secret.isascii()
         and len(random_part) >= 40
         and set(random_part) <= _BASE62_SET
         and hmac.compare_digest(
