@@ -84,9 +84,11 @@ async def _advance_id_sequence(session: AsyncSession, table: str) -> None:
 async def add_account(
     session: AsyncSession, name: str, created_at: datetime, account_id: int | None = None
 ) -> int:
+    # An id of None must be left out, not sent: PostgreSQL would store NULL, not use the sequence.
+    explicit_id = {} if account_id is None else {"id": account_id}
     result = await session.execute(
         insert(Account)
-        .values(id=account_id, name=name, created_at=created_at)
+        .values(**explicit_id, name=name, created_at=created_at)
         .returning(Account.id)
     )
     if account_id is not None:
@@ -101,9 +103,10 @@ async def add_project(
     created_at: datetime,
     project_id: int | None = None,
 ) -> int:
+    explicit_id = {} if project_id is None else {"id": project_id}
     result = await session.execute(
         insert(Project)
-        .values(id=project_id, account_id=account_id, name=name, created_at=created_at)
+        .values(**explicit_id, account_id=account_id, name=name, created_at=created_at)
         .returning(Project.id)
     )
     if project_id is not None:
