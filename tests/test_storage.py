@@ -10,8 +10,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect, select, text, update
 
 from apikeys.domain import KeyType, Role
+from apikeys.service import accounts
 from apikeys.storage.models import ApiKey, Base
-from tests.conftest import ACCOUNT_ID, World
+from tests.conftest import ACCOUNT_ID, OTHER_ACCOUNT_ID, OTHER_PROJECT, PROJECTS, World
 
 KEY_PATH = f"/accounts/{ACCOUNT_ID}/api-keys"
 CHECKSUM_LENGTH = 6
@@ -127,3 +128,12 @@ async def test_models_and_migrations_agree(world: World) -> None:
         differences = await connection.run_sync(_differences)
 
     assert differences == []
+
+
+async def test_accounts_and_projects_without_an_id_follow_the_explicit_ones(world: World) -> None:
+    async with world.services.database.sessions() as session:
+        account = await accounts.create_account(session, "No id given", None)
+        project = await accounts.create_project(session, account, "No id given", None)
+
+    assert account == OTHER_ACCOUNT_ID + 1
+    assert project == max(*PROJECTS, OTHER_PROJECT) + 1
