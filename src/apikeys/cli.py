@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from apikeys.api.schemas import ApiKeyCreate, created_body
 from apikeys.config import ConfigurationError, Settings
 from apikeys.domain import Role
-from apikeys.errors import ApiError
+from apikeys.errors import ApiError, InvalidInput
 from apikeys.log import configure_logging
 from apikeys.security import SecretKeeper
 from apikeys.service import accounts, keys
@@ -41,9 +41,14 @@ async def _with_session(settings: Settings, work: Callable[[AsyncSession], Await
 
 
 def _key_request(args: argparse.Namespace) -> keys.KeyRequest:
-    projects = (
-        [int(item) for item in args.projects.split(",") if item.strip()] if args.projects else None
-    )
+    try:
+        projects = (
+            [int(item) for item in args.projects.split(",") if item.strip()]
+            if args.projects
+            else None
+        )
+    except ValueError:
+        raise InvalidInput("--projects takes comma-separated project ids, e.g. 1,2") from None
     body = ApiKeyCreate.model_validate(
         {"name": args.name, "type": args.type, "projects": projects, "expires_at": args.expires_at}
     )
