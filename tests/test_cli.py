@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,18 +18,42 @@ import pytest
 
 from apikeys.config import MASTER_KEY_FILENAME
 from apikeys.security import has_valid_checksum
-from tests.conftest import BACKENDS, random_master_key
-from tests.processes import Server, command_env, new_postgres_database, run_cli
+from tests import servers
+from tests.conftest import BACKENDS, POSTGRES_ADMIN_URL, _admin, random_master_key, run_now
 from tests.signing import bearer_headers, signed_headers
 
 Run = subprocess.CompletedProcess[str]
+NO_DATABASE = "postgresql://postgres@127.0.0.1:1/apikeys"
+
+
+def run_cli(*args: str, env: dict[str, str], cwd: Path) -> Run:
+    return subprocess.run(
+        [servers.APIKEYS, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def without_master_key(database_url: str) -> dict[str, str]:
+    env = servers.environment(database_url, "")
+    del env["APIKEYS_MASTER_KEY"]
+    return env
+
+
+@contextmanager
+def new_postgres_database() -> Iterator[str]:
+    """An empty PostgreSQL database of its own, dropped afterwards."""
+    name = f"apikeys_test_{uuid.uuid4().hex[:12]}"
+    run_now(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        run_now(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @dataclass
 class Deployment:
     backend: str
     directory: Path
-    server: Server
+    server: servers.Server
     runs: dict[str, Run]
     master_key_file_at_start: str | None
 
@@ -63,12 +88,12 @@ def deployment(
     with ExitStack() as stack:
         if backend == "sqlite":
             # No master key: the SQLite default makes one beside the database.
-            env = command_env(APIKEYS_DATABASE_URL=f"sqlite:///{directory / 'apikeys.db'}")
+            env = without_master_key(f"sqlite:///{directory / 'apikeys.db'}")
         else:
             url = stack.enter_context(new_postgres_database())
-            env = command_env(APIKEYS_DATABASE_URL=url, APIKEYS_MASTER_KEY=random_master_key())
-        server = Server(env, directory)
-        stack.callback(server.stop)
+            env = servers.environment(url, random_master_key())
+        server = servers.start(env, directory / "server.log")
+        stack.callback(servers.stop, server)
         account = ["accounts", "create", "--json"]
         project = ["projects", "create", "--json", "--account"]
         key = ["keys", "create", "--json", "--account"]
@@ -110,7 +135,7 @@ def deployment(
                 ],
             },
         )
-        server.wait_until_ready()
+        servers.wait_ready(server, timeout=90)
         key_file = directory / MASTER_KEY_FILENAME
         yield Deployment(
             backend,
@@ -215,7 +240,7 @@ def test_master_key_file_is_private_and_kept_only_for_the_sqlite_default(
 
 
 def test_postgresql_without_master_key_refuses_naming_the_variable(tmp_path: Path) -> None:
-    env = command_env(APIKEYS_DATABASE_URL="postgresql://postgres@127.0.0.1:1/apikeys")
+    env = without_master_key(NO_DATABASE)
 
     runs = _in_parallel(
         tmp_path,
@@ -234,7 +259,7 @@ def test_postgresql_without_master_key_refuses_naming_the_variable(tmp_path: Pat
 
 
 def test_invalid_key_options_are_refused_before_touching_the_database(tmp_path: Path) -> None:
-    env = command_env(APIKEYS_DATABASE_URL=f"sqlite:///{tmp_path / 'apikeys.db'}")
+    env = without_master_key(f"sqlite:///{tmp_path / 'apikeys.db'}")
     key = ["keys", "create", "--json", "--account", "7"]
 
     runs = _in_parallel(

@@ -14,8 +14,8 @@ from apikeys.config import Settings
 from apikeys.domain import KeyType, Role
 from apikeys.log import JsonFormatter, TextFormatter
 from apikeys.security import generate_secret
+from tests import servers
 from tests.conftest import ACCOUNT_ID, OTHER_ACCOUNT_ID, Credential, World
-from tests.processes import Server, command_env
 from tests.signing import bearer_headers, signed_headers
 
 KEY_PATH = f"/accounts/{ACCOUNT_ID}/api-keys"
@@ -182,20 +182,13 @@ async def test_a_real_server_logs_no_secret(
     world: World, settings: Settings, tmp_path: Path
 ) -> None:
     assert settings.master_key is not None
-    server = Server(
-        command_env(
-            APIKEYS_DATABASE_URL=settings.database_url,
-            APIKEYS_MASTER_KEY=settings.master_key.get_secret_value(),
-            APIKEYS_LOG_LEVEL="DEBUG",
-        ),
-        tmp_path,
+    env = servers.environment(
+        settings.database_url, settings.master_key.get_secret_value(), APIKEYS_LOG_LEVEL="DEBUG"
     )
-    try:
-        server.wait_until_ready()
+    with servers.running(env, tmp_path / "server.log") as server:
         async with httpx.AsyncClient(base_url=server.base_url) as http:
             sensitive = await full_run(World(world.services, http))
-    finally:
-        output = server.stop()
+    output = server.logs()
 
     assert '"logger": "apikeys.access"' in output
     assert leaks([("server output", output)], sensitive) == []
