@@ -74,20 +74,21 @@ _PROBLEMS: dict[int, tuple[type[ApiError], str, str, dict[str, Any]]] = {
     401: (
         Unauthenticated,
         "Missing, malformed, unknown, revoked, expired or mismatched credentials.",
-        "The signature does not match: the server signed "
-        "'https://api.example.com/accounts/10/api-keys' and a 42-byte body",
+        "The signature does not match. The server signed the key, the Expires value, the URL "
+        "https://api.example.com/accounts/10/api-keys and a body of 42 bytes, joined by "
+        r"'\n'; sign exactly that URL and body",
         {"WWW-Authenticate": {"description": "Both accepted schemes.", **_STRING}},
     ),
     403: (
         Forbidden,
         "The key is valid but its role or project scope is too small.",
-        "A publish key cannot create an admin key",
+        "A key with role publish cannot create a key with role admin",
         {},
     ),
     404: (
         NotFound,
         "No such account for this caller, or no such key.",
-        "There is no account 10 for this key",
+        "Account 10 was not found",
         {},
     ),
     413: (PayloadTooLarge, "The body is over 64 KiB.", "The body is over the 64 KiB limit", {}),
@@ -106,7 +107,7 @@ _PROBLEMS: dict[int, tuple[type[ApiError], str, str, dict[str, Any]]] = {
     429: (
         TooManyRequests,
         "Too many requests or failed authentications from this client.",
-        "Too many failed authentications; retry later",
+        "Too many failed authentications from this client; retry in 12 s",
         _RETRY_AFTER,
     ),
     503: (
