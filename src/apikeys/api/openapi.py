@@ -106,7 +106,7 @@ _PROBLEMS: dict[int, tuple[type[ApiError], str, str, dict[str, Any]]] = {
     ),
     429: (
         TooManyRequests,
-        "Too many requests or failed authentications from this client.",
+        "Too many failed authentications from this client address.",
         "Too many failed authentications from this client; retry in 12 s",
         _RETRY_AFTER,
     ),
