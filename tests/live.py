@@ -29,7 +29,7 @@ class LiveService:
     account_id: int
     signing_owner: OwnerKey
     bearer_owner: OwnerKey
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # holds the master key
 
     @property
     def keys_url(self) -> str:

@@ -63,7 +63,8 @@ def install(app: FastAPI) -> None:
             swagger_js_url=bundle,
             swagger_css_url=url(request, f"{VENDOR_PREFIX}/swagger/swagger-ui.css"),
             swagger_favicon_url=url(request, f"{VENDOR_PREFIX}/fastapi/favicon.png"),
-            # validatorUrl: null keeps Swagger UI from sending the document to validator.swagger.io.
+            # validatorUrl: null keeps Swagger UI from sending the document to validator.swagger.io;
+            # persistAuthorization: false keeps the secrets out of the browser's localStorage.
             swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": False},
         )
         html = bytes(page.body).decode()
