@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint postgres
+.PHONY: run test lint postgres chromium
 
 $(BIN)/apikeys: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,13 @@ run: $(BIN)/apikeys
 postgres:
 	@./.ci/ensure-postgres
 
+chromium:
+	@./.ci/ensure-chromium
+
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check src migrations tests
 	$(BIN)/ruff format --check src migrations tests
 	$(BIN)/mypy
 
-test: lint postgres
+test: lint postgres chromium
 	$(BIN)/pytest

@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shlex
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 from pydantic import ValidationError
 
 from apikeys.api.schemas import ApiKeyCreate, created_body
+from apikeys.client import DEFAULT_LIFETIME_SECONDS, signature_headers
 from apikeys.config import ConfigurationError, Settings
 from apikeys.domain import Role
 from apikeys.errors import ApiError, InvalidInput
@@ -122,6 +128,42 @@ def _quickstart(settings: Settings, args: argparse.Namespace) -> None:
     _serve(settings, args)
 
 
+def _read_secret(args: argparse.Namespace) -> str:
+    if args.secret_stdin:
+        secret = sys.stdin.read().strip()
+    else:
+        secret = os.environ.get(args.secret_env, "").strip()
+    if not secret:
+        source = "standard input" if args.secret_stdin else f"${args.secret_env}"
+        raise ConfigurationError(f"no secret in {source}")
+    return secret
+
+
+def _sign(args: argparse.Namespace) -> str:
+    """The signing headers for one request, or a curl command that sends it."""
+    url = httpx.URL(args.url)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError("--url must be absolute: http(s)://host[:port]/path[?query]")
+    if args.data_file is not None:
+        body = Path(args.data_file).read_bytes()
+    else:
+        body = (args.data or "").encode()
+    # Signed as httpx would send it (percent-encoded), so the URL signed is the URL sent.
+    headers = signature_headers(
+        args.key, _read_secret(args), str(url), body, int(time.time()) + args.expires_in
+    )
+    if not args.curl:
+        return "\n".join(f"{name}: {value}" for name, value in headers.items())
+    command = ["curl", "--path-as-is", "-X", args.method.upper(), str(url)]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    if args.data_file is not None:
+        command += ["-H", "Content-Type: application/json", "--data-binary", f"@{args.data_file}"]
+    elif args.data is not None:
+        command += ["-H", "Content-Type: application/json", "--data-raw", args.data]
+    return shlex.join(command)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="apikeys", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +203,29 @@ def _parser() -> argparse.ArgumentParser:
     key.add_argument("--projects", help="comma-separated project ids; omit for every project")
     key.add_argument("--expires-at", help="RFC 3339 date-time with an offset")
     key.add_argument("--json", action="store_true", help="print JSON (the only format)")
+
+    sign = commands.add_parser(
+        "sign",
+        help="print the headers that sign one request with a requestSigning key, or a curl command",
+        # So that a mistaken `--secret VALUE` is refused rather than read as a prefix.
+        allow_abbrev=False,
+    )
+    sign.add_argument("--key", required=True, help="the key (Convert-Application-ID)")
+    # Never the secret itself as an argument: it would land in shell history and `ps`.
+    secret_source = sign.add_mutually_exclusive_group(required=True)
+    secret_source.add_argument("--secret-env", metavar="VAR", help="read the secret from $VAR")
+    secret_source.add_argument(
+        "--secret-stdin", action="store_true", help="read the secret from standard input"
+    )
+    sign.add_argument("--method", default="GET")
+    sign.add_argument("--url", required=True, help="the absolute URL, with any query")
+    body = sign.add_mutually_exclusive_group()
+    body.add_argument("--data", help="the JSON body, exactly as it will be sent")
+    body.add_argument("--data-file", metavar="FILE", help="send and sign this file's bytes")
+    sign.add_argument(
+        "--expires-in", type=int, default=DEFAULT_LIFETIME_SECONDS, help="seconds; default 300"
+    )
+    sign.add_argument("--curl", action="store_true", help="print a curl command instead")
     return parser
 
 
@@ -188,6 +253,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
             _print_json({"id": new_id, "account_id": args.account, "name": args.name})
         case "keys", "create":
             _print_json(asyncio.run(_issue_key(settings, args)))
+        case "sign", _:
+            print(_sign(args))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from apikeys.api import health, problems, routes
+from apikeys.api import docs, health, openapi, problems, routes
 from apikeys.api.deps import Services
 from apikeys.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from apikeys.config import Settings
@@ -61,10 +61,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Create API keys for an account and authenticate the requests made with them.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     problems.install(app)
+    docs.install(app)
+    openapi.install(app)
     app.include_router(health.router)
-    app.include_router(routes.router)
+    app.include_router(routes.router, responses=openapi.AUTHENTICATED_RESPONSES)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
     app.add_middleware(RequestContextMiddleware)
     return app

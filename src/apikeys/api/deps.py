@@ -9,6 +9,12 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 
+from apikeys.api.openapi import (
+    REQUEST_SIGNING_DESCRIPTION,
+    REQUEST_SIGNING_SCHEME,
+    SECRET_KEY_DESCRIPTION,
+    SECRET_KEY_SCHEME,
+)
 from apikeys.config import Settings
 from apikeys.domain import ApiKeyInfo
 from apikeys.security import SecretKeeper
@@ -48,11 +54,14 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 # Declared for the OpenAPI document only: the route class has already authenticated the
 # request (see apikeys.api.auth) before FastAPI reads any parameter.
-_bearer = HTTPBearer(auto_error=False, description="A secretKey key's secret.")
+_bearer = HTTPBearer(
+    scheme_name=SECRET_KEY_SCHEME, description=SECRET_KEY_DESCRIPTION, auto_error=False
+)
 _application_id = APIKeyHeader(
     name="Convert-Application-ID",
+    scheme_name=REQUEST_SIGNING_SCHEME,
+    description=REQUEST_SIGNING_DESCRIPTION,
     auto_error=False,
-    description="A requestSigning key's public id; sign with Expires and Authorization.",
 )
 
 

@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter
 
 from apikeys.api.deps import ServicesDep
+from apikeys.api.openapi import problem_responses
 from apikeys.errors import ServiceUnavailable
 
 router = APIRouter(tags=["Operations"])
@@ -20,7 +21,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=problem_responses(503))
 async def readyz(services: ServicesDep) -> dict[str, str]:
     """200 when the database answers within two seconds, else 503."""
     try:

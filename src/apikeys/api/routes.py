@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from apikeys.api.auth import AuthenticatedRoute
 from apikeys.api.deps import CallerDep, ServicesDep, SessionDep
+from apikeys.api.openapi import KEY_CREATE_EXAMPLES, KEY_CREATED_RESPONSE, problem_responses
 from apikeys.api.schemas import (
     ApiKey,
     ApiKeyCreate,
@@ -41,10 +42,11 @@ def _origin(request: Request) -> Origin:
     status_code=201,
     response_model=ApiKeyCreated,
     tags=["API keys"],
+    responses={**KEY_CREATED_RESPONSE, **problem_responses(403, 404, 413, 415, 422)},
 )
 async def create_api_key(
     account_id: AccountId,
-    body: ApiKeyCreate,
+    body: Annotated[ApiKeyCreate, Body(openapi_examples=KEY_CREATE_EXAMPLES)],
     caller: CallerDep,
     session: SessionDep,
     services: ServicesDep,
@@ -70,7 +72,11 @@ async def create_api_key(
     )
 
 
-@router.get("/accounts/{account_id}/api-keys", tags=["API keys"])
+@router.get(
+    "/accounts/{account_id}/api-keys",
+    tags=["API keys"],
+    responses=problem_responses(403, 404, 422),
+)
 async def list_api_keys(
     account_id: AccountId,
     caller: CallerDep,
@@ -88,7 +94,11 @@ async def list_api_keys(
     )
 
 
-@router.get("/accounts/{account_id}/api-keys/{key}", tags=["API keys"])
+@router.get(
+    "/accounts/{account_id}/api-keys/{key}",
+    tags=["API keys"],
+    responses=problem_responses(403, 404, 422),
+)
 async def get_api_key(
     account_id: AccountId, key: KeyId, caller: CallerDep, session: SessionDep
 ) -> ApiKey:
@@ -96,7 +106,12 @@ async def get_api_key(
     return ApiKey.from_info(await keys.get_key(session, caller, account_id, key))
 
 
-@router.delete("/accounts/{account_id}/api-keys/{key}", status_code=204, tags=["API keys"])
+@router.delete(
+    "/accounts/{account_id}/api-keys/{key}",
+    status_code=204,
+    tags=["API keys"],
+    responses={204: {"description": "Revoked, now or before."}, **problem_responses(403, 404, 422)},
+)
 async def revoke_api_key(
     account_id: AccountId, key: KeyId, caller: CallerDep, session: SessionDep, request: Request
 ) -> Response:
@@ -105,7 +120,11 @@ async def revoke_api_key(
     return Response(status_code=204)
 
 
-@router.get("/accounts/{account_id}/audit-events", tags=["Audit"])
+@router.get(
+    "/accounts/{account_id}/audit-events",
+    tags=["Audit"],
+    responses=problem_responses(403, 404, 422),
+)
 async def list_audit_events(
     account_id: AccountId,
     caller: CallerDep,

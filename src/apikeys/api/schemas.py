@@ -94,20 +94,8 @@ ProjectId = Annotated[int, Field(strict=True, gt=0)]
 class ApiKeyCreate(BaseModel):
     """The body of POST /accounts/{account_id}/api-keys."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "Nightly Data Sync Script",
-                    "type": "requestSigning",
-                    "projects": [1],
-                    "role": "browse",
-                },
-                {"name": "Reporting Dashboard Integration", "type": "secretKey", "role": "edit"},
-            ]
-        },
-    )
+    # Examples live with the operation (apikeys.api.openapi), where the docs page offers them.
+    model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, Field(strict=True), AfterValidator(_clean_name)] = Field(
         description="1-100 characters after trimming; no control characters."

@@ -1,0 +1,210 @@
+"""The OpenAPI document's shared parts: the problem+json schema, the declared error responses,
+the security schemes, and the request body examples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.models import Example
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel, Field
+
+from apikeys.api.problems import PROBLEM_MEDIA_TYPE
+from apikeys.errors import (
+    ApiError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+
+SECRET_KEY_SCHEME = "secretKey"
+REQUEST_SIGNING_SCHEME = "requestSigning"
+# The docs page reads the secret from this scheme to sign in the browser (static/
+# request-signing.js). No operation lists it, so Swagger UI never sends its value.
+REQUEST_SIGNING_SECRET_SCHEME = "requestSigningSecret"
+
+SECRET_KEY_DESCRIPTION = "A secretKey key. Send `Authorization: Bearer <secret>`."
+REQUEST_SIGNING_DESCRIPTION = (
+    "A requestSigning key (Convert's scheme). Send three headers:\n\n"
+    "- `Convert-Application-ID: <key>`\n"
+    "- `Expires: <UNIX timestamp, seconds>`, at most 15 minutes ahead\n"
+    "- `Authorization: Convert-HMAC-SHA256 Signature=<hex>`\n\n"
+    "where `<hex>` is the hex HMAC-SHA256, keyed with the UTF-8 secret, of "
+    '`<key> + "\\n" + <Expires> + "\\n" + <absolute request URL with ?query> + "\\n" + '
+    "<raw body>`.\n\n"
+    "On this page: enter the key here and the secret under "
+    f"`{REQUEST_SIGNING_SECRET_SCHEME}`; the page signs each request in your browser."
+)
+REQUEST_SIGNING_SECRET_DESCRIPTION = (
+    "The requestSigning key's secret, for this page only: your browser uses it to compute "
+    "each request's signature (WebCrypto). It is never sent to the server."
+)
+
+
+class ProblemFieldError(BaseModel):
+    loc: list[str | int] = Field(description='Where the bad value is, e.g. ["body", "role"].')
+    msg: str = Field(description="What is wrong with it.")
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: every error the service answers with."""
+
+    type: str = Field(description="A URI reference naming the kind of problem.")
+    title: str = Field(description="The status's short name.")
+    status: int
+    detail: str = Field(description="What went wrong with this request, for a person to read.")
+    instance: str = Field(description="The request's path.")
+    request_id: str | None = Field(description="The X-Request-ID; quote it when reporting.")
+    errors: list[ProblemFieldError] | None = Field(
+        default=None, description="On 422 only: each invalid field."
+    )
+
+
+_STRING = {"schema": {"type": "string"}}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", **_STRING}}
+
+# Per status: the error raised, when it happens, an example detail, the headers it carries.
+_PROBLEMS: dict[int, tuple[type[ApiError], str, str, dict[str, Any]]] = {
+    401: (
+        Unauthenticated,
+        "Missing, malformed, unknown, revoked, expired or mismatched credentials.",
+        "The signature does not match. The server signed the key, the Expires value, the URL "
+        "https://api.example.com/accounts/10/api-keys and a body of 42 bytes, joined by "
+        r"'\n'; sign exactly that URL and body",
+        {"WWW-Authenticate": {"description": "Both accepted schemes.", **_STRING}},
+    ),
+    403: (
+        Forbidden,
+        "The key is valid but its role or project scope is too small.",
+        "A key with role publish cannot create a key with role admin",
+        {},
+    ),
+    404: (
+        NotFound,
+        "No such account for this caller, or no such key.",
+        "Account 10 was not found",
+        {},
+    ),
+    413: (PayloadTooLarge, "The body is over 64 KiB.", "The body is over the 64 KiB limit", {}),
+    415: (
+        UnsupportedMediaType,
+        "The body is not application/json.",
+        "The body must be application/json, not text/plain",
+        {},
+    ),
+    422: (
+        InvalidInput,
+        "An invalid body or parameter; `errors` names each field.",
+        "The request is not valid: body.role",
+        {},
+    ),
+    429: (
+        TooManyRequests,
+        "Too many failed authentications from this client address.",
+        "Too many failed authentications from this client; retry in 12 s",
+        _RETRY_AFTER,
+    ),
+    503: (
+        ServiceUnavailable,
+        "The database is unavailable.",
+        "The database is not answering; retry shortly",
+        _RETRY_AFTER,
+    ),
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these error statuses, each a problem+json body."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        error, description, detail, headers = _PROBLEMS[status]
+        example = {
+            "type": f"/problems/{error.slug}",
+            "title": error.title,
+            "status": status,
+            "detail": detail,
+            "instance": "/accounts/10/api-keys",
+            "request_id": "3f2b9c1e8d7a4b6c9e0f1a2b3c4d5e6f",
+        }
+        responses[status] = {
+            "description": description,
+            "content": {
+                PROBLEM_MEDIA_TYPE: {
+                    "schema": {"$ref": "#/components/schemas/Problem"},
+                    "example": example,
+                }
+            },
+            **({"headers": headers} if headers else {}),
+        }
+    return responses
+
+
+# Every authenticated operation can answer these, whatever it does.
+AUTHENTICATED_RESPONSES = problem_responses(401, 429, 503)
+
+KEY_CREATED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    201: {
+        "description": "The new key, with its secret: the only time the secret is shown.",
+        "headers": {
+            "Location": {"description": "The new key's path.", **_STRING},
+            "Cache-Control": {"description": "Always no-store.", **_STRING},
+        },
+    }
+}
+
+KEY_CREATE_EXAMPLES: dict[str, Example] = {
+    "reporting-dashboard": {
+        "summary": "Reporting Dashboard Integration",
+        "description": "A secretKey key for a dashboard that only reads.",
+        "value": {"name": "Reporting Dashboard Integration", "type": "secretKey", "role": "browse"},
+    },
+    "nightly-sync": {
+        "summary": "Nightly Data Sync Script",
+        "description": "A requestSigning key limited to one project, expiring in 2030.",
+        "value": {
+            "name": "Nightly Data Sync Script",
+            "type": "requestSigning",
+            "role": "edit",
+            "projects": [1],
+            "expires_at": "2030-01-01T00:00:00Z",
+        },
+    },
+}
+
+
+def _problem_schemas() -> dict[str, Any]:
+    schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions: dict[str, Any] = schema.pop("$defs", {})
+    return {**definitions, "Problem": schema}
+
+
+def install(app: FastAPI) -> None:
+    """Build the document once, with the problem schemas and the browser-only secret scheme."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                description=app.description,
+                routes=app.routes,
+            )
+            components = document.setdefault("components", {})
+            components.setdefault("schemas", {}).update(_problem_schemas())
+            components.setdefault("securitySchemes", {})[REQUEST_SIGNING_SECRET_SCHEME] = {
+                "type": "apiKey",
+                "in": "header",
+                "name": "Convert-Secret",
+                "description": REQUEST_SIGNING_SECRET_DESCRIPTION,
+            }
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
