@@ -2,15 +2,21 @@
 # Production image: wheels are built in "build"; the runtime installs only wheels (no compilers).
 ARG BASE_IMAGE=python:3.12-slim
 
+# The runtime dependencies, listed apart: the wheels below are rebuilt only when this list
+# changes, not on every edit of pyproject.toml.
+FROM ${BASE_IMAGE} AS requirements
+WORKDIR /src
+COPY pyproject.toml ./
+RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('requirements.txt', 'w').write(chr(10).join(deps) + chr(10))"
+
 FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone, so a code change does not rebuild them.
+COPY --from=requirements /src/requirements.txt ./
+RUN pip wheel --wheel-dir /wheels/deps -r requirements.txt
 COPY pyproject.toml ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('requirements.txt', 'w').write(chr(10).join(deps) + chr(10))" \
- && pip wheel --wheel-dir /wheels/deps -r requirements.txt
 # The project; its wheel carries the Alembic migrations (pyproject's force-include).
 COPY README.md ./
 COPY migrations ./migrations
