@@ -1,12 +1,13 @@
 # The commands people and CI run. `make run` serves on SQLite with a printed owner key;
-# `make test` installs everything the tests need and runs lint, types and the suite.
+# `make test` installs everything the tests need and runs lint, types, the suite and the
+# container image's smoke test.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint postgres chromium
+.PHONY: run test lint postgres chromium nginx container-smoke
 
 $(BIN)/apikeys: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +28,18 @@ postgres:
 chromium:
 	@./.ci/ensure-chromium
 
+nginx:
+	@./.ci/ensure-nginx
+
+# Builds and checks the image with podman (installed if missing; needs root).
+container-smoke:
+	./.ci/container-smoke
+
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check src migrations tests
 	$(BIN)/ruff format --check src migrations tests
 	$(BIN)/mypy
 
-test: lint postgres chromium
+test: lint postgres chromium nginx
 	$(BIN)/pytest
+	./.ci/container-smoke

@@ -91,6 +91,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         workers=args.workers,
         log_config=None,
         server_header=False,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         # In-flight requests get this long to finish after SIGTERM.
         timeout_graceful_shutdown=20,
     )

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = None
     master_key_file: Path | None = None
     public_url: AnyHttpUrl | None = None
+    # Proxies whose X-Forwarded-For/-Proto are believed (comma-separated addresses, or "*").
+    forwarded_allow_ips: str = "127.0.0.1"
     signature_max_age: int = Field(default=900, ge=1)
     clock_skew: int = Field(default=60, ge=0)
     secret_key_prefix: str = "cvsk_"
