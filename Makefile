@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint postgres
+.PHONY: run test lint postgres bench bench-growth wrk
 
 $(BIN)/apikeys: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,22 @@ postgres:
 	@./.ci/ensure-postgres
 
 lint: $(VENV)/.test-deps
-	$(BIN)/ruff check src migrations tests
-	$(BIN)/ruff format --check src migrations tests
+	$(BIN)/ruff check src migrations tests bench
+	$(BIN)/ruff format --check src migrations tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy bench
 
-test: lint postgres
+test: lint postgres wrk
 	$(BIN)/pytest
+
+# The load generator of the benchmark (and of its smoke test).
+wrk:
+	@command -v wrk >/dev/null || { apt-get install -y wrk || sudo apt-get install -y wrk; }
+
+# The service against bare FastAPI on SQLite and PostgreSQL: writes bench/RESULTS.md.
+bench: $(VENV)/.test-deps postgres wrk
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# 1,000 vs 1,000,000 keys: writes bench/GROWTH.md.
+bench-growth: $(VENV)/.test-deps postgres wrk
+	$(BIN)/python -m bench --growth $(BENCH_ARGS)
