@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint postgres chromium nginx container-smoke
+.PHONY: run test lint postgres chromium nginx wrk container-smoke bench bench-growth
 
 $(BIN)/apikeys: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,23 @@ container-smoke:
 	./.ci/container-smoke
 
 lint: $(VENV)/.test-deps
-	$(BIN)/ruff check src migrations tests
-	$(BIN)/ruff format --check src migrations tests
+	$(BIN)/ruff check src migrations tests bench
+	$(BIN)/ruff format --check src migrations tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy bench
 
-test: lint postgres chromium nginx
+test: lint postgres chromium nginx wrk
 	$(BIN)/pytest
 	./.ci/container-smoke
+
+# The load generator of the benchmark (and of its smoke test).
+wrk:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+# The service against bare FastAPI on SQLite and PostgreSQL: writes bench/RESULTS.md.
+bench: $(VENV)/.test-deps postgres wrk
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# 1,000 vs 1,000,000 keys: writes bench/GROWTH.md.
+bench-growth: $(VENV)/.test-deps postgres wrk
+	$(BIN)/python -m bench --growth $(BENCH_ARGS)

@@ -31,6 +31,17 @@ from apikeys.storage.migrations import upgrade_to_head
 DEMO_ACCOUNT_ID = 1
 DEMO_PROJECT_ID = 1
 
+# Shared with the benchmark's bare-FastAPI baseline, so both run on the same server.
+SERVER_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "log_config": None,
+    "access_log": False,  # the service writes its own access line (apikeys.api.middleware)
+    "server_header": False,
+    # In-flight requests get this long to finish after SIGTERM.
+    "timeout_graceful_shutdown": 20,
+}
+
 
 def _print_json(value: dict[str, Any]) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
@@ -89,11 +100,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_config=None,
-        server_header=False,
         forwarded_allow_ips=settings.forwarded_allow_ips,
-        # In-flight requests get this long to finish after SIGTERM.
-        timeout_graceful_shutdown=20,
+        **SERVER_OPTIONS,
     )
 
 

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # Failed authentications allowed per client address in a sliding minute; 0 turns it off.
     auth_failure_limit: int = Field(default=600, ge=0)
     database_timeout: float = Field(default=5.0, gt=0)
+    # Seconds a looked-up key is trusted before asking the database again; 0 turns it off.
+    # Below 1 s, so every replica refuses a revoked key within the promised second.
+    auth_cache_ttl: float = Field(default=0.5, ge=0, le=0.9)
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
 

@@ -35,6 +35,7 @@ def build_services(settings: Settings, database: Database, master_key: bytes) ->
             signature_max_age=settings.signature_max_age,
             clock_skew=settings.clock_skew,
             usage=UsageRecorder(database),
+            cache_ttl=settings.auth_cache_ttl,
         ),
         throttle=FailureThrottle(settings.auth_failure_limit),
     )

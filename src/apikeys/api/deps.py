@@ -53,7 +53,8 @@ async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 # Declared for the OpenAPI document only: the route class has already authenticated the
-# request (see apikeys.api.auth) before FastAPI reads any parameter.
+# request (see apikeys.api.auth) before FastAPI reads any parameter. get_caller is async so
+# that FastAPI does not hand it to a worker thread on every request.
 _bearer = HTTPBearer(
     scheme_name=SECRET_KEY_SCHEME, description=SECRET_KEY_DESCRIPTION, auto_error=False
 )
@@ -65,7 +66,7 @@ _application_id = APIKeyHeader(
 )
 
 
-def get_caller(
+async def get_caller(
     request: Request,
     _bearer_credentials: Annotated[object, Security(_bearer)],
     _application: Annotated[object, Security(_application_id)],

@@ -18,6 +18,7 @@ from apikeys.api.schemas import (
     AuditEventList,
     AuditEventOut,
     created_body,
+    key_body,
 )
 from apikeys.domain import Origin
 from apikeys.service import audit, keys
@@ -113,10 +114,17 @@ async def get_api_key(
     responses={204: {"description": "Revoked, now or before."}, **problem_responses(403, 404, 422)},
 )
 async def revoke_api_key(
-    account_id: AccountId, key: KeyId, caller: CallerDep, session: SessionDep, request: Request
+    account_id: AccountId,
+    key: KeyId,
+    caller: CallerDep,
+    session: SessionDep,
+    services: ServicesDep,
+    request: Request,
 ) -> Response:
     """Revoke a key at once and for good; revoking it again is a no-op. A key may revoke itself."""
-    await keys.revoke_key(session, caller, account_id, key, _origin(request))
+    await keys.revoke_key(
+        session, caller, account_id, key, _origin(request), services.authenticator.forget
+    )
     return Response(status_code=204)
 
 
@@ -141,6 +149,6 @@ async def list_audit_events(
 
 
 @router.get("/me", response_model=ApiKey, tags=["API keys"])
-async def read_calling_key(caller: CallerDep) -> ApiKey:
+async def read_calling_key(caller: CallerDep) -> Any:
     """The calling key's own metadata: a way for a client to check its credentials."""
-    return ApiKey.from_info(caller)
+    return JSONResponse(key_body(caller))

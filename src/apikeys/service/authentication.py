@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,8 +18,14 @@ from apikeys.security import SecretKeeper, SignedMessage
 from apikeys.service.usage import UsageRecorder
 from apikeys.storage import repository
 from apikeys.storage.database import Database
+from apikeys.storage.repository import StoredCredential
 
 INVALID_CREDENTIALS = "The API key or its secret is not valid"
+
+# How long a looked-up key is trusted without asking the database again. With the lookup's
+# own duration on top, it bounds how late another replica sees a revocation (at most 1 s).
+CACHE_TTL_SECONDS = 0.5
+CACHE_MAX_KEYS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +40,89 @@ class SignatureCredentials:
 
 
 Credentials = BearerCredentials | SignatureCredentials
+
+# A Bearer lookup is by digest, a signature's by public id; the tag keeps the two apart.
+LookupKey = tuple[str, bytes | str]
+
+
+class CredentialCache:
+    """Recently looked-up keys, each trusted for `ttl` seconds, at most `max_keys` of them
+    (least recently used first out).
+
+    It holds what the database holds: metadata, and for signing keys the ciphertext, never
+    a secret in clear; the secret is decrypted per request. Only found keys are kept, so
+    guessing cannot fill it. Concurrent misses on one key share a single query. `forget`
+    drops a key at once, and a query already in flight then cannot put the old state back.
+    """
+
+    def __init__(
+        self, ttl: float, max_keys: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl = ttl
+        self._max_keys = max_keys
+        self._clock = clock
+        self._entries: OrderedDict[LookupKey, tuple[float, StoredCredential]] = OrderedDict()
+        self._lookups_of: dict[str, set[LookupKey]] = {}
+        self._loading: dict[LookupKey, asyncio.Task[StoredCredential | None]] = {}
+        self._generation = 0
+
+    async def get(
+        self, lookup: LookupKey, load: Callable[[], Awaitable[StoredCredential | None]]
+    ) -> StoredCredential | None:
+        if self._ttl <= 0:
+            return await load()
+        entry = self._entries.get(lookup)
+        if entry is not None and self._clock() < entry[0]:
+            self._entries.move_to_end(lookup)
+            return entry[1]
+        task = self._loading.get(lookup)
+        if task is None:
+            task = asyncio.ensure_future(load())
+            self._loading[lookup] = task
+            # The clock read before the query starts the TTL, so the query's time counts in it.
+            expiry, generation = self._clock() + self._ttl, self._generation
+            task.add_done_callback(lambda done: self._loaded(lookup, done, expiry, generation))
+        # Shielded: a waiter that goes away must not cancel the query the others wait on.
+        return await asyncio.shield(task)
+
+    def forget(self, public_id: str) -> None:
+        # Queries in flight may have read the key before the change: later requests must not
+        # wait on them, and their answers must not be kept.
+        self._generation += 1
+        self._loading.clear()
+        for lookup in self._lookups_of.pop(public_id, ()):
+            self._entries.pop(lookup, None)
+
+    def _loaded(
+        self,
+        lookup: LookupKey,
+        task: asyncio.Task[StoredCredential | None],
+        expiry: float,
+        generation: int,
+    ) -> None:
+        if self._loading.get(lookup) is task:
+            del self._loading[lookup]
+        if task.cancelled() or task.exception() is not None:
+            return
+        stored = task.result()
+        if stored is None:
+            self._discard(lookup)
+        elif generation == self._generation:
+            self._entries[lookup] = (expiry, stored)
+            self._entries.move_to_end(lookup)
+            self._lookups_of.setdefault(stored.info.key, set()).add(lookup)
+            while len(self._entries) > self._max_keys:
+                self._discard(next(iter(self._entries)))
+
+    def _discard(self, lookup: LookupKey) -> None:
+        entry = self._entries.pop(lookup, None)
+        if entry is None:
+            return
+        lookups = self._lookups_of.get(entry[1].info.key)
+        if lookups is not None:
+            lookups.discard(lookup)
+            if not lookups:
+                del self._lookups_of[entry[1].info.key]
 
 
 class Authenticator:
@@ -48,6 +139,7 @@ class Authenticator:
         signature_max_age: int,
         clock_skew: int,
         usage: UsageRecorder,
+        cache_ttl: float = CACHE_TTL_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._database = database
@@ -57,6 +149,7 @@ class Authenticator:
         self._max_age = signature_max_age
         self._skew = clock_skew
         self._clock = clock
+        self._cache = CredentialCache(cache_ttl, CACHE_MAX_KEYS)
         decoy_id = security.generate_key_id()
         self._decoy = (decoy_id, keeper.encrypt(security.generate_secret("decoy_"), decoy_id))
 
@@ -71,15 +164,26 @@ class Authenticator:
         self._usage.record(key, now)
         return key
 
+    def forget(self, public_id: str) -> None:
+        """Stop trusting what is cached about a key, e.g. once it is revoked."""
+        self._cache.forget(public_id)
+
     async def close(self) -> None:
         await self._usage.drain()
+
+    async def _find_by_digest(self, digest: bytes) -> StoredCredential | None:
+        async with self._database.read_sessions() as session:
+            return await repository.find_credential_by_digest(session, digest)
+
+    async def _find_by_public_id(self, public_id: str) -> StoredCredential | None:
+        async with self._database.read_sessions() as session:
+            return await repository.find_credential_by_public_id(session, public_id)
 
     async def _verify_bearer(self, credentials: BearerCredentials) -> ApiKeyInfo:
         if not security.has_valid_checksum(credentials.secret, self._secret_key_prefix):
             raise Unauthenticated(INVALID_CREDENTIALS)
         digest = self._keeper.digest(credentials.secret)
-        async with self._database.read_sessions() as session:
-            stored = await repository.find_credential_by_digest(session, digest)
+        stored = await self._cache.get(("digest", digest), lambda: self._find_by_digest(digest))
         if stored is None or stored.info.type is not KeyType.SECRET_KEY:
             raise Unauthenticated(INVALID_CREDENTIALS)
         return stored.info
@@ -93,16 +197,16 @@ class Authenticator:
                 f"from {self._skew} s ago to {self._max_age + self._skew} s ahead of the "
                 f"server's clock ({int(now)}); check the client's clock"
             )
-        async with self._database.read_sessions() as session:
-            stored = await repository.find_credential_by_public_id(session, message.key_id)
+        key_id = message.key_id
+        stored = await self._cache.get(("key", key_id), lambda: self._find_by_public_id(key_id))
         # An unknown key, or one of the other type, is checked against a decoy so that it
         # costs the same decryption and HMAC as a real one.
         known = stored is not None and stored.secret_ciphertext is not None
-        key_id, ciphertext = self._decoy
+        aad, ciphertext = self._decoy
         if stored is not None and stored.secret_ciphertext is not None:
-            key_id, ciphertext = message.key_id, stored.secret_ciphertext
+            aad, ciphertext = key_id, stored.secret_ciphertext
         try:
-            secret = self._keeper.decrypt(ciphertext, key_id)
+            secret = self._keeper.decrypt(ciphertext, aad)
         except InvalidTag:
             known, secret = False, b""
         matches = security.signature_matches(secret, message, credentials.signature)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -197,11 +198,18 @@ async def get_key(
 
 
 async def revoke_key(
-    session: AsyncSession, caller: ApiKeyInfo, account_id: int, public_id: str, origin: Origin
+    session: AsyncSession,
+    caller: ApiKeyInfo,
+    account_id: int,
+    public_id: str,
+    origin: Origin,
+    forget: Callable[[str], None],
 ) -> None:
     """Revoke a key for good; revoking a revoked key changes nothing. Commits.
 
     Any key may revoke itself, whatever its role: that only ever takes power away.
+    `forget` drops the key from this process's authentication cache once the revocation is
+    committed, so the very next request with it is refused.
     """
     revoking_itself = caller.account_id == account_id and public_id == caller.key
     if revoking_itself:
@@ -227,3 +235,4 @@ async def revoke_key(
             created_at=now,
         )
     await session.commit()
+    forget(target.key)

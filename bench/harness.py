@@ -1,0 +1,631 @@
+"""The service against the bare-FastAPI ceiling, side by side, on SQLite and PostgreSQL.
+
+For each backend: a fresh database bootstrapped with the `apikeys` command line, then
+`--rounds` rounds of: start the baseline, load each of its routes with wrk, stop it; start
+`apikeys serve`, load each of its routes, stop it. Both run one uvicorn worker with the same
+options (apikeys.cli.SERVER_OPTIONS). The medians go into a Markdown report.
+
+Plain requests per second swing with whatever else the machine runs, so the report also
+gives requests per CPU-second of the server process, a far steadier ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from apikeys import security
+from apikeys.config import async_database_url
+from apikeys.security import SecretKeeper, SignedMessage
+from bench import seed
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+APIKEYS = str(Path(sys.executable).with_name("apikeys"))
+ACCOUNT_ID = 1
+PROJECT_ID = 1
+SIGNATURE_LIFETIME = 900
+CREATE_BODY = json.dumps({"name": "bench", "projects": [PROJECT_ID], "role": "browse"})
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    key: str
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One row of the report: a route loaded on the service and on the baseline."""
+
+    name: str
+    method: str
+    path: str
+    auth: str  # "signature" or "bearer"
+    target: float  # the lowest acceptable ratio of the service's rps to the baseline's
+
+
+SCENARIOS = (
+    Scenario("GET /me, requestSigning key", "GET", "/me", "signature", 0.70),
+    Scenario("GET /me, secretKey key", "GET", "/me", "bearer", 0.75),
+    Scenario(
+        "POST /accounts/{id}/api-keys, one project",
+        "POST",
+        f"/accounts/{ACCOUNT_ID}/api-keys",
+        "signature",
+        0.40,
+    ),
+)
+# The ratio for key creation on PostgreSQL, where a commit is a round trip and an fsync.
+POSTGRES_CREATE_TARGET = 0.30
+P99_LIMIT = 3.0
+
+
+@dataclass
+class Run:
+    requests: int
+    duration_s: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_s: float
+    rss_mb: float
+    errors: int  # statuses >= 400, and timeouts or broken connections
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration_s
+
+    @property
+    def per_cpu_s(self) -> float:
+        return self.requests / self.server_cpu_s if self.server_cpu_s else 0.0
+
+
+@dataclass
+class Options:
+    rounds: int
+    duration: int
+    warmup: int
+    connections: int
+    threads: int
+    workdir: Path
+
+
+@dataclass
+class Database:
+    backend: str
+    url: str
+    env: dict[str, str]
+    signing: Key = field(init=False)
+    bearer: Key = field(init=False)
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def cli(args: Sequence[str], env: dict[str, str]) -> Any:
+    done = subprocess.run([APIKEYS, *args], env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"apikeys {' '.join(args[:2])} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout)
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cpu_s(self) -> float:
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+
+@contextmanager
+def serving(argv: list[str], env: dict[str, str], log: Path) -> Iterator[Server]:
+    """A server on a free port, ready, stopped afterwards. The command must not fork: its
+    process is the one whose CPU time is measured."""
+    port = free_port()
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [*argv, "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
+        )
+    server = Server(process, port)
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(f"{server.base_url}/healthz"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{argv[0]} did not start; see {log}")
+            time.sleep(0.05)
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError):
+        return False
+
+
+def service_argv() -> list[str]:
+    return [APIKEYS, "serve", "--host", "127.0.0.1", "--workers", "1"]
+
+
+def baseline_argv() -> list[str]:
+    return [sys.executable, "-m", "bench.baseline_app", "--host", "127.0.0.1"]
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+def signed(key: Key, url: str, body: str) -> dict[str, str]:
+    expires = str(int(time.time()) + SIGNATURE_LIFETIME)
+    message = "\n".join((key.key, expires, url, body)).encode()
+    signature = hmac.new(key.secret.encode(), message, hashlib.sha256).hexdigest()
+    return {
+        "Convert-Application-ID": key.key,
+        "Expires": expires,
+        "Authorization": f"Convert-HMAC-SHA256 Signature={signature}",
+    }
+
+
+def headers_for(scenario: Scenario, database: Database | None, url: str) -> dict[str, str]:
+    if database is None:
+        return {}
+    if scenario.auth == "bearer":
+        return {"Authorization": f"Bearer {database.bearer.secret}"}
+    body = CREATE_BODY if scenario.method == "POST" else ""
+    return signed(database.signing, url, body)
+
+
+def expect_success(scenario: Scenario, url: str, headers: dict[str, str]) -> None:
+    """wrk counts only statuses >= 400 as errors; one request first makes sure it is 2xx."""
+    body = CREATE_BODY.encode() if scenario.method == "POST" else None
+    request = urllib.request.Request(url, data=body, method=scenario.method, headers=headers)
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if response.status not in (200, 201):
+            raise SystemExit(f"{scenario.method} {url} answered {response.status}")
+
+
+def wrk(
+    options: Options,
+    method: str,
+    url: str,
+    duration: int,
+    *,
+    headers: dict[str, str] | None = None,
+    header_file: Path | None = None,
+) -> dict[str, Any]:
+    env = dict(
+        os.environ,
+        BENCH_HEADERS="\n".join(f"{name}: {value}" for name, value in (headers or {}).items()),
+        BENCH_HEADER_FILE=str(header_file or ""),
+        BENCH_BODY=CREATE_BODY if method == "POST" else "",
+    )
+    script = HERE / "wrk" / ("post.lua" if method == "POST" else "get.lua")
+    argv = [
+        "wrk",
+        f"-t{options.threads}",
+        f"-c{options.connections}",
+        f"-d{duration}s",
+        "-s",
+        str(script),
+        url,
+    ]
+    output = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+    for line in output.splitlines():
+        if line.startswith("BENCH_JSON "):
+            result: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
+            return result
+    raise SystemExit(f"wrk printed no result for {method} {url}:\n{output}")
+
+
+def measure(
+    options: Options,
+    server: Server,
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    header_file: Path | None = None,
+) -> Run:
+    if options.warmup:
+        wrk(options, method, url, options.warmup, headers=headers, header_file=header_file)
+    before = server.cpu_s()
+    result = wrk(options, method, url, options.duration, headers=headers, header_file=header_file)
+    return Run(
+        requests=result["requests"],
+        duration_s=result["duration_s"],
+        p50_ms=result["lat_p50_ms"],
+        p99_ms=result["lat_p99_ms"],
+        server_cpu_s=server.cpu_s() - before,
+        rss_mb=server.rss_mb(),
+        errors=result["status_errors"] + result["socket_errors"],
+    )
+
+
+# --- databases -----------------------------------------------------------------------------
+
+
+def _environment(url: str, master_key: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APIKEYS_")}
+    env.update(APIKEYS_DATABASE_URL=url, APIKEYS_MASTER_KEY=master_key)
+    return env
+
+
+async def _postgres_admin(admin_url: str, statement: str) -> None:
+    engine = create_async_engine(async_database_url(admin_url), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@contextmanager
+def database(backend: str, workdir: Path, postgres_admin_url: str) -> Iterator[Database]:
+    """A new, empty database of the backend, with an account, a project and two owner keys
+    made by the command line."""
+    master_key = base64.b64encode(os.urandom(32)).decode()
+    name = f"apikeys_bench_{uuid.uuid4().hex[:12]}"
+    if backend == "sqlite":
+        url = f"sqlite:///{workdir / name}.db"
+    else:
+        url = postgres_admin_url.rsplit("/", 1)[0] + f"/{name}"
+        asyncio.run(_postgres_admin(postgres_admin_url, f'CREATE DATABASE "{name}"'))
+    try:
+        result = Database(backend, url, _environment(url, master_key))
+        cli(["accounts", "create", "--name", "Bench", "--id", str(ACCOUNT_ID)], result.env)
+        cli(
+            [
+                *("projects", "create", "--account", str(ACCOUNT_ID)),
+                *("--name", "Bench", "--id", str(PROJECT_ID)),
+            ],
+            result.env,
+        )
+        made = {
+            kind: cli(
+                [
+                    *("keys", "create", "--account", str(ACCOUNT_ID)),
+                    *("--name", f"bench {kind}", "--role", "owner", "--type", kind),
+                ],
+                result.env,
+            )
+            for kind in ("requestSigning", "secretKey")
+        }
+        result.signing = Key(made["requestSigning"]["key"], made["requestSigning"]["secret"])
+        result.bearer = Key(made["secretKey"]["key"], made["secretKey"]["secret"])
+        yield result
+    finally:
+        if backend != "sqlite":
+            asyncio.run(
+                _postgres_admin(
+                    postgres_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+                )
+            )
+
+
+# --- the comparison ------------------------------------------------------------------------
+
+
+def compare(options: Options, db: Database) -> dict[str, dict[str, list[Run]]]:
+    """runs[scenario][server] over all rounds, baseline and service started in turn."""
+    runs: dict[str, dict[str, list[Run]]] = {
+        s.name: {"baseline": [], "service": []} for s in SCENARIOS
+    }
+    log = options.workdir / f"{db.backend}.log"
+    for round_number in range(1, options.rounds + 1):
+        for server_name, argv, env, auth in (
+            ("baseline", baseline_argv(), os.environ.copy(), None),
+            ("service", service_argv(), db.env, db),
+        ):
+            with serving(argv, env, log) as server:
+                for scenario in SCENARIOS:
+                    url = server.base_url + scenario.path
+                    headers = headers_for(scenario, auth, url)
+                    expect_success(scenario, url, headers)
+                    run = measure(options, server, scenario.method, url, headers=headers)
+                    runs[scenario.name][server_name].append(run)
+                    print(
+                        f"{db.backend} round {round_number} {server_name:8} {scenario.name}: "
+                        f"{run.rps:.0f} rps, {run.per_cpu_s:.0f} req/CPU-s, "
+                        f"p99 {run.p99_ms:.1f} ms, {run.errors} errors",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    return runs
+
+
+def _median(runs: list[Run], attribute: str) -> float:
+    return float(statistics.median(getattr(run, attribute) for run in runs))
+
+
+def _verdict(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def comparison_table(backend: str, runs: dict[str, dict[str, list[Run]]]) -> list[str]:
+    lines = [
+        "| measure | service rps | baseline rps | rps ratio | req/CPU-s service / baseline "
+        "| CPU ratio | target | met (rps / CPU) | p99 ms service / baseline | p99 ratio (≤ 3) "
+        "| errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for scenario in SCENARIOS:
+        service, baseline = runs[scenario.name]["service"], runs[scenario.name]["baseline"]
+        target = scenario.target
+        if backend == "postgresql" and scenario.method == "POST":
+            target = POSTGRES_CREATE_TARGET
+        rps_ratio = _median(service, "rps") / _median(baseline, "rps")
+        cpu_ratio = _median(service, "per_cpu_s") / _median(baseline, "per_cpu_s")
+        p99_ratio = _median(service, "p99_ms") / _median(baseline, "p99_ms")
+        lines.append(
+            f"| {scenario.name} | {_median(service, 'rps'):.0f} | {_median(baseline, 'rps'):.0f} "
+            f"| {rps_ratio:.2f} | {_median(service, 'per_cpu_s'):.0f} / "
+            f"{_median(baseline, 'per_cpu_s'):.0f} | {cpu_ratio:.2f} | ≥ {target:.2f} "
+            f"| {_verdict(rps_ratio >= target)} / {_verdict(cpu_ratio >= target)} "
+            f"| {_median(service, 'p99_ms'):.1f} / {_median(baseline, 'p99_ms'):.1f} "
+            f"| {p99_ratio:.2f} {_verdict(p99_ratio <= P99_LIMIT)} "
+            f"| {sum(run.errors for run in service + baseline)} |"
+        )
+    return lines
+
+
+def verification_costs() -> list[str]:
+    """CPU per verification in process, with the service's own SecretKeeper."""
+    keeper = SecretKeeper(os.urandom(32))
+    key = security.generate_key_id()
+    secret = security.generate_secret("cvrs_")
+    ciphertext = keeper.encrypt(secret, key)
+    message = SignedMessage(key, str(int(time.time())), "http://127.0.0.1:8000/me", b"")
+    signature = security.sign(secret.encode(), message)
+    bearer = security.generate_secret("cvsk_")
+
+    def signature_check() -> None:
+        plain = keeper.decrypt(ciphertext, key)
+        assert security.signature_matches(plain, message, signature)
+
+    def bearer_digest() -> None:
+        security.has_valid_checksum(bearer, "cvsk_")
+        keeper.digest(bearer)
+
+    def cost_us(work: Any) -> float:
+        timer = timeit.Timer(work, timer=time.process_time)
+        return min(timer.repeat(repeat=5, number=20_000)) / 20_000 * 1e6
+
+    signing_us, bearer_us = cost_us(signature_check), cost_us(bearer_digest)
+    return [
+        "| verification in process | CPU per request | target | met |",
+        "|---|---|---|---|",
+        f"| decrypt + HMAC + compare (requestSigning) | {signing_us:.1f} µs | ≤ 15 µs "
+        f"| {_verdict(signing_us <= 15)} |",
+        f"| checksum + digest (Bearer) | {bearer_us:.1f} µs | ≤ 5 µs "
+        f"| {_verdict(bearer_us <= 5)} |",
+    ]
+
+
+# --- growth --------------------------------------------------------------------------------
+
+GROWTH_SIZES = (1_000, 1_000_000)
+# Every key of the small table but the two owner keys; taken in turn, each comes back after
+# the cache has let it go at the load this machine sustains.
+PROBE_KEYS = GROWTH_SIZES[0] - 2
+
+
+def _header_file(path: Path, probes: list[seed.ProbeKey], url: str) -> Path:
+    blocks = []
+    for probe in probes:
+        headers = signed(Key(probe.key, probe.secret), url, "")
+        blocks.append("\n".join(f"{name}: {value}" for name, value in headers.items()))
+    path.write_text("\n\n".join(blocks) + "\n")
+    return path
+
+
+def growth(options: Options, db: Database) -> list[str]:
+    """p50 of authenticate and of create with 1,000 and then 1,000,000 keys in the table.
+
+    Authentication spreads over 998 probe keys taken in turn, so most requests miss the
+    in-process cache and run the indexed lookup.
+    """
+    keeper = SecretKeeper(base64.b64decode(db.env["APIKEYS_MASTER_KEY"]))
+    probes, probe_rows = seed.make_probe_keys(keeper, "cvrs_", ACCOUNT_ID, PROBE_KEYS)
+    lines = [
+        "| keys in the table | authenticate p50 ms | authenticate rps | create p50 ms "
+        "| create rps | worker RSS MB after |",
+        "|---|---|---|---|---|---|",
+    ]
+    results = []
+    present = 2 + PROBE_KEYS  # the two owner keys, the probes
+    asyncio.run(seed.seed(db.url, ACCOUNT_ID, probes=probe_rows, fillers=0))
+    log = options.workdir / f"{db.backend}-growth.log"
+    for size in GROWTH_SIZES:
+        started = time.monotonic()
+        asyncio.run(seed.seed(db.url, ACCOUNT_ID, probes=[], fillers=max(size - present, 0)))
+        present = max(size, present)
+        print(
+            f"{db.backend}: {present:,} keys (seeded in {time.monotonic() - started:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        with serving(service_argv(), db.env, log) as server:
+            me = server.base_url + "/me"
+            header_file = _header_file(options.workdir / "probes.txt", probes, me)
+            authenticate = measure(options, server, "GET", me, header_file=header_file)
+            create_url = server.base_url + SCENARIOS[2].path
+            create = measure(
+                options,
+                server,
+                "POST",
+                create_url,
+                headers=signed(db.signing, create_url, CREATE_BODY),
+            )
+            results.append((present, authenticate, create))
+            lines.append(
+                f"| {present:,} | {authenticate.p50_ms:.2f} | {authenticate.rps:.0f} "
+                f"| {create.p50_ms:.2f} | {create.rps:.0f} | {create.rss_mb:.0f} |"
+            )
+    (_, small_auth, small_create), (_, large_auth, large_create) = results
+    auth_growth = large_auth.p50_ms / small_auth.p50_ms - 1
+    create_growth = large_create.p50_ms / small_create.p50_ms - 1
+    lines += [
+        "",
+        f"Growth of p50 from {results[0][0]:,} to {results[1][0]:,} keys: authenticate "
+        f"{auth_growth:+.0%}, create {create_growth:+.0%} (target: within ±25%: "
+        f"{_verdict(abs(auth_growth) <= 0.25)} / {_verdict(abs(create_growth) <= 0.25)}); "
+        f"worker RSS {large_create.rss_mb:.0f} MB (target ≤ 150 MB: "
+        f"{_verdict(large_create.rss_mb <= 150)}).",
+    ]
+    return lines
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def _version(command: list[str]) -> str:
+    try:
+        output = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError:
+        return "?"
+    return (output.stdout or output.stderr).strip().splitlines()[0]
+
+
+def machine() -> list[str]:
+    from importlib.metadata import version
+
+    cpu = "?"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    packages = ", ".join(
+        f"{name} {version(name)}"
+        for name in ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "sqlalchemy")
+    )
+    return [
+        f"- When: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; commit `{commit or '?'}`",
+        f"- Machine: {os.cpu_count()} x {cpu}, {platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()}; {packages}",
+        f"- {_version(['wrk', '-v'])}",
+    ]
+
+
+def write_report(path: Path, options: Options, sections: list[str], command: Sequence[str]) -> None:
+    header = [
+        "# Benchmark results",
+        "",
+        f"Written by `python -m bench {' '.join(command)}`. Each figure is the median of "
+        f"{options.rounds} run(s) of {options.duration} s ({options.warmup} s warm-up) at "
+        f"{options.connections} connections from {options.threads} wrk threads, the baseline "
+        "and the service started in turn. Ratios are the service's median over the "
+        "baseline's. The machine is shared: rps moves with other tenants' load, requests per "
+        "server CPU-second much less; read the CPU ratio when the two disagree.",
+        "",
+        *machine(),
+        "",
+    ]
+    path.write_text("\n".join([*header, *sections]) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds before each run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--growth", action="store_true", help="the 1,000 vs 1,000,000 keys run")
+    parser.add_argument("--output", type=Path, help="default: bench/RESULTS.md, or GROWTH.md")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "APIKEYS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="an administrative connection; the benchmark makes and drops its own database",
+    )
+    args = parser.parse_args(argv)
+    output: Path = args.output or HERE / ("GROWTH.md" if args.growth else "RESULTS.md")
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
+    with tempfile.TemporaryDirectory(prefix="apikeys-bench-") as workdir:
+        options = Options(
+            args.rounds, args.duration, args.warmup, args.connections, args.threads, Path(workdir)
+        )
+        sections = ["## Verification cost", "", *verification_costs(), ""]
+        for backend in args.backends.split(","):
+            with database(backend, options.workdir, args.postgres_url) as db:
+                if args.growth:
+                    title = f"## Growth, {backend}"
+                    sections += [title, "", *growth(options, db), ""]
+                else:
+                    runs = compare(options, db)
+                    sections += [f"## {backend}", "", *comparison_table(backend, runs), ""]
+        write_report(output, options, sections, sys.argv[1:] if argv is None else argv)
+    print(output.read_text())

@@ -1,0 +1,2 @@
+local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+dofile(dir .. "common.lua").setup("POST")

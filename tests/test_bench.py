@@ -1,0 +1,46 @@
+"""A seconds-long run of the benchmark harness, so it keeps working. Figures from such short
+runs mean nothing; only that the report is written, with a number in every cell."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import POSTGRES_ADMIN_URL
+
+ROOT = Path(__file__).resolve().parent.parent
+MEASURES = (
+    "GET /me, requestSigning key",
+    "GET /me, secretKey key",
+    "POST /accounts/{id}/api-keys, one project",
+)
+
+
+def test_the_benchmark_writes_a_table_of_figures_for_the_backend(
+    backend: str, tmp_path: Path
+) -> None:
+    report = tmp_path / "RESULTS.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "bench", "--backends", backend, "--rounds", "1", "--duration", "1"),
+            *("--warmup", "0", "--connections", "4", "--threads", "1"),
+            *("--output", str(report), "--postgres-url", POSTGRES_ADMIN_URL),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = report.read_text()
+    assert f"## {backend}" in text
+    for measure in MEASURES:
+        (row,) = [line for line in text.splitlines() if line.startswith(f"| {measure} |")]
+        service_rps, baseline_rps = (float(cell) for cell in row.split("|")[2:4])
+        assert service_rps > 0 and baseline_rps > 0
+    assert re.search(r"\| decrypt \+ HMAC \+ compare \(requestSigning\) \| [0-9.]+ µs", text)
