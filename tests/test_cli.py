@@ -275,3 +275,9 @@ def test_invalid_key_options_are_refused_before_touching_the_database(tmp_path: 
     for message, result in runs.items():
         assert_refused_clearly(result, message)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreachable_database_is_a_clear_message_not_a_traceback(tmp_path: Path) -> None:
+    result = run_cli("migrate", env=servers.environment(NO_DATABASE, ""), cwd=tmp_path)
+
+    assert_refused_clearly(result, "the database did not answer")

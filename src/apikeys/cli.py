@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import uvicorn
 from pydantic import ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from apikeys.api.schemas import ApiKeyCreate, created_body
 from apikeys.client import DEFAULT_LIFETIME_SECONDS, signature_headers
@@ -276,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"apikeys: configuration error: {error}")
     except ApiError as error:
         sys.exit(f"apikeys: {error.detail}")
+    except (OperationalError, InterfaceError, OSError) as error:
+        # The class names the failure; the driver's text can hold the URL or SQL.
+        sys.exit(f"apikeys: the database did not answer ({type(error).__name__}); is it running?")
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors()

@@ -76,6 +76,11 @@ async def _advance_id_sequence(session: AsyncSession, table: str) -> None:
     """After an insert with an explicit id, move PostgreSQL's sequence past it so later
     inserts without one do not collide. (SQLite already picks max(id) + 1.)"""
     if session.get_bind().dialect.name == "postgresql":
+        # Serialised per table until commit: a second writer then sees the first's row in
+        # MAX(id), so two explicit ids inserted together cannot move the sequence backwards.
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:table))"), {"table": table}
+        )
         await session.execute(
             text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), MAX(id)) FROM {table}")
         )
