@@ -13,6 +13,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,16 +73,22 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def postgres_database_url() -> Iterator[str]:
+@contextmanager
+def new_postgres_database() -> Iterator[str]:
+    """An empty PostgreSQL database of its own (no schema), dropped afterwards."""
     name = f"apikeys_test_{uuid.uuid4().hex[:12]}"
     run_now(_admin(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     try:
-        run_now(upgrade_to_head(async_database_url(url)))
-        yield url
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     finally:
         run_now(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url() -> Iterator[str]:
+    with new_postgres_database() as url:
+        run_now(upgrade_to_head(async_database_url(url)))
+        yield url
 
 
 async def empty_postgres(url: str) -> None:

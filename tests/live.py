@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import servers
-from tests.conftest import empty_postgres, random_master_key, run_now
+from tests.conftest import BACKENDS, empty_postgres, random_master_key, run_now
 
 ACCOUNT_ID = 10
 PROJECT_ID = 1  # the project the "Nightly Data Sync Script" example names
@@ -74,3 +74,13 @@ def live_service(database_url: str, directory: Path) -> Iterator[LiveService]:
     bearer_owner = _owner_key(env, account_id, "secretKey")
     with servers.running(env, directory / "server.log") as server:
         yield LiveService(server.base_url, account_id, signing_owner, bearer_owner, env)
+
+
+@pytest.fixture(name="live", scope="module", params=BACKENDS)
+def live_fixture(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveService]:
+    """A server on each backend, shared by a module's tests (import it to use it)."""
+    directory = tmp_path_factory.mktemp("live")
+    with live_service(database_for(request.param, request, directory), directory) as service:
+        yield service

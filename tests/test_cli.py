@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
-import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from apikeys.config import MASTER_KEY_FILENAME
 from apikeys.security import has_valid_checksum
 from tests import servers
-from tests.conftest import BACKENDS, POSTGRES_ADMIN_URL, _admin, random_master_key, run_now
+from tests.conftest import BACKENDS, new_postgres_database, random_master_key
 from tests.signing import bearer_headers, signed_headers
 
 Run = subprocess.CompletedProcess[str]
@@ -36,17 +35,6 @@ def without_master_key(database_url: str) -> dict[str, str]:
     env = servers.environment(database_url, "")
     del env["APIKEYS_MASTER_KEY"]
     return env
-
-
-@contextmanager
-def new_postgres_database() -> Iterator[str]:
-    """An empty PostgreSQL database of its own, dropped afterwards."""
-    name = f"apikeys_test_{uuid.uuid4().hex[:12]}"
-    run_now(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        run_now(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @dataclass

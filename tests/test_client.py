@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from apikeys.client import BearerAuth, ConvertSigningAuth
 from apikeys.security import generate_secret
 from tests import servers
-from tests.conftest import BACKENDS
-from tests.live import LiveService, database_for, live_service
+from tests.live import LiveService, live_fixture  # noqa: F401
 
 CREATE_BODY = '{"name": "Nightly Data Sync Script", "role": "edit", "projects": [1]}'
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def live(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveService]:
-    directory = tmp_path_factory.mktemp("live")
-    with live_service(database_for(request.param, request, directory), directory) as service:
-        yield service
 
 
 def sign(live: LiveService, *args: str, secret: str | None = None) -> str:

@@ -12,9 +12,7 @@ import socket
 import ssl
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from apikeys.config import async_database_url
 from apikeys.storage.migrations import alembic_config
-from tests.conftest import POSTGRES_ADMIN_URL, _admin, random_master_key, run_now
+from tests.conftest import new_postgres_database, random_master_key, run_now
 from tests.servers import Server, cli, environment, free_port, start, stop, wait_ready
 from tests.signing import bearer_headers, signed_headers
 
@@ -60,30 +58,20 @@ def bootstrap_owner(env: dict[str, str], account_id: int, key_type: str) -> dict
     return owner
 
 
-@contextmanager
-def _empty_postgres() -> Iterator[str]:
-    name = f"apikeys_empty_{uuid.uuid4().hex[:12]}"
-    run_now(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        run_now(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 @pytest.fixture
 def empty_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
     """A database of the test's backend that nothing has touched yet: no schema at all."""
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    with _empty_postgres() as url:
+    with new_postgres_database() as url:
         yield url
 
 
 @pytest.fixture
 def empty_postgres_url() -> Iterator[str]:
     """Scale-out means replicas sharing one PostgreSQL database; SQLite serves a single host."""
-    with _empty_postgres() as url:
+    with new_postgres_database() as url:
         yield url
 
 

@@ -22,8 +22,7 @@ from apikeys.api.openapi import (
     REQUEST_SIGNING_SECRET_SCHEME,
     SECRET_KEY_SCHEME,
 )
-from tests.conftest import BACKENDS
-from tests.live import LiveService, database_for, live_service
+from tests.live import LiveService, live_fixture  # noqa: F401
 from tests.signing import convert_signature
 
 CHROMIUM = os.environ.get("APIKEYS_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -41,15 +40,6 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 LOOPBACK = "127.0.0.1"
 CREATE_PATH = "/accounts/{account_id}/api-keys"
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def live(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveService]:
-    directory = tmp_path_factory.mktemp("live")
-    with live_service(database_for(request.param, request, directory), directory) as service:
-        yield service
 
 
 @pytest.fixture(scope="module")
