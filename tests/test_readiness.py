@@ -28,7 +28,12 @@ def silent_database() -> Iterator[str]:
 async def test_readyz_is_503_within_bounds_when_the_database_never_answers(
     silent_database: str,
 ) -> None:
-    app = create_app(Settings(database_url=silent_database, master_key=random_master_key()))
+    # A database timeout far above the probe's own bound, so only the probe's bound can
+    # explain a prompt 503 (the margin below absorbs a loaded machine).
+    settings = Settings(
+        database_url=silent_database, master_key=random_master_key(), database_timeout=30
+    )
+    app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
@@ -42,7 +47,7 @@ async def test_readyz_is_503_within_bounds_when_the_database_never_answers(
     assert ready.status_code == 503
     assert ready.headers["content-type"] == "application/problem+json"
     assert "retry-after" in ready.headers
-    assert elapsed < 3.0
+    assert elapsed < 10.0
     assert healthy.status_code == 200
 
 
