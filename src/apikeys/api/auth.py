@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from apikeys.api.openapi import REQUEST_SIGNING_SCHEME, SECRET_KEY_SCHEME
 from apikeys.errors import Unauthenticated, UnsupportedMediaType
 from apikeys.security import SignedMessage
 from apikeys.service.authentication import BearerCredentials, Credentials, SignatureCredentials
@@ -99,6 +100,15 @@ class AuthenticatedRoute(APIRoute):
     the endpoint, not even whether its body would have been valid; it also lets a signed
     request's raw body be read before parsing.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Declared in the document here rather than as FastAPI security dependencies, which
+        # would be solved on every request although this class has already authenticated.
+        self.openapi_extra = {
+            **(self.openapi_extra or {}),
+            "security": [{SECRET_KEY_SCHEME: []}, {REQUEST_SIGNING_SCHEME: []}],
+        }
 
     def get_route_handler(self) -> Handler:
         handle = super().get_route_handler()

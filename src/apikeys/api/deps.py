@@ -6,15 +6,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader, HTTPBearer
+from fastapi import Depends, Request
 
-from apikeys.api.openapi import (
-    REQUEST_SIGNING_DESCRIPTION,
-    REQUEST_SIGNING_SCHEME,
-    SECRET_KEY_DESCRIPTION,
-    SECRET_KEY_SCHEME,
-)
 from apikeys.config import Settings
 from apikeys.domain import ApiKeyInfo
 from apikeys.security import SecretKeeper
@@ -52,25 +45,10 @@ async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
-# Declared for the OpenAPI document only: the route class has already authenticated the
-# request (see apikeys.api.auth) before FastAPI reads any parameter. get_caller is async so
-# that FastAPI does not hand it to a worker thread on every request.
-_bearer = HTTPBearer(
-    scheme_name=SECRET_KEY_SCHEME, description=SECRET_KEY_DESCRIPTION, auto_error=False
-)
-_application_id = APIKeyHeader(
-    name="Convert-Application-ID",
-    scheme_name=REQUEST_SIGNING_SCHEME,
-    description=REQUEST_SIGNING_DESCRIPTION,
-    auto_error=False,
-)
 
-
-async def get_caller(
-    request: Request,
-    _bearer_credentials: Annotated[object, Security(_bearer)],
-    _application: Annotated[object, Security(_application_id)],
-) -> ApiKeyInfo:
+async def get_caller(request: Request) -> ApiKeyInfo:
+    """The key the route class authenticated (see apikeys.api.auth) before FastAPI read any
+    parameter. Async, so FastAPI does not hand it to a worker thread on every request."""
     caller: ApiKeyInfo = request.state.caller
     return caller
 

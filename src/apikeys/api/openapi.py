@@ -184,6 +184,29 @@ def _problem_schemas() -> dict[str, Any]:
     return {**definitions, "Problem": schema}
 
 
+def _security_schemes() -> dict[str, Any]:
+    return {
+        SECRET_KEY_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": SECRET_KEY_DESCRIPTION,
+        },
+        REQUEST_SIGNING_SCHEME: {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Convert-Application-ID",
+            "description": REQUEST_SIGNING_DESCRIPTION,
+        },
+        # Shown in the Authorize dialog but required by no operation, so never sent.
+        REQUEST_SIGNING_SECRET_SCHEME: {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Convert-Secret",
+            "description": REQUEST_SIGNING_SECRET_DESCRIPTION,
+        },
+    }
+
+
 def install(app: FastAPI) -> None:
     """Build the document once, with the problem schemas and the browser-only secret scheme."""
 
@@ -198,12 +221,7 @@ def install(app: FastAPI) -> None:
             )
             components = document.setdefault("components", {})
             components.setdefault("schemas", {}).update(_problem_schemas())
-            components.setdefault("securitySchemes", {})[REQUEST_SIGNING_SECRET_SCHEME] = {
-                "type": "apiKey",
-                "in": "header",
-                "name": "Convert-Secret",
-                "description": REQUEST_SIGNING_SECRET_DESCRIPTION,
-            }
+            components["securitySchemes"] = _security_schemes()
             app.openapi_schema = document
         return app.openapi_schema
 
