@@ -20,6 +20,8 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         # SQLite alters tables by copying them; batch mode makes Alembic do that for us.
         render_as_batch=connection.dialect.name == "sqlite",
+        # SQLite's DDL is transactional too: one transaction keeps a concurrent upgrade out.
+        transactional_ddl=True,
         compare_type=True,
     )
     with context.begin_transaction():

@@ -48,8 +48,10 @@ async def upgrade_to_head(url: URL, timeout: float = 30.0) -> None:
                 )
                 await connection.commit()
             try:
-                await connection.run_sync(_upgrade)
-                await connection.commit()
+                # One transaction for the whole upgrade; on SQLite it begins IMMEDIATE, so a
+                # second process waits for the first to commit before reading the version.
+                async with connection.begin():
+                    await connection.run_sync(_upgrade)
             finally:
                 if is_postgres:
                     await connection.execute(
