@@ -21,7 +21,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from apikeys.api.schemas import ApiKeyCreate, created_body
 from apikeys.client import DEFAULT_LIFETIME_SECONDS, signature_headers
 from apikeys.config import ConfigurationError, Settings
-from apikeys.domain import Role
+from apikeys.domain import KeyType, Role
 from apikeys.errors import ApiError, InvalidInput
 from apikeys.log import configure_logging
 from apikeys.security import SecretKeeper
@@ -80,14 +80,15 @@ def _key_request(args: argparse.Namespace) -> keys.KeyRequest:
     )
 
 
-async def _issue_key(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    request = _key_request(args)
+async def _issue_key(
+    settings: Settings, account_id: int, request: keys.KeyRequest
+) -> dict[str, Any]:
     keeper = SecretKeeper(settings.load_master_key())
     prefixes = keys.SecretPrefixes(settings.secret_key_prefix, settings.request_signing_prefix)
 
     issued: keys.IssuedKey = await _with_session(
         settings,
-        lambda session: keys.create_bootstrap_key(session, keeper, prefixes, args.account, request),
+        lambda session: keys.create_bootstrap_key(session, keeper, prefixes, account_id, request),
     )
     return created_body(issued)
 
@@ -115,14 +116,14 @@ def _quickstart(settings: Settings, args: argparse.Namespace) -> None:
             await accounts.create_project(session, DEMO_ACCOUNT_ID, "Demo project", DEMO_PROJECT_ID)
 
     asyncio.run(_with_session(settings, ensure_demo))
-    args.account, args.name, args.type, args.role = (
-        DEMO_ACCOUNT_ID,
-        "Quickstart owner key",
-        "secretKey",
-        "owner",
+    owner_key = keys.KeyRequest(
+        name="Quickstart owner key",
+        type=KeyType.SECRET_KEY,
+        role=Role.OWNER,
+        project_ids=None,
+        expires_at=None,
     )
-    args.projects = args.expires_at = None
-    body = asyncio.run(_issue_key(settings, args))
+    body = asyncio.run(_issue_key(settings, DEMO_ACCOUNT_ID, owner_key))
     base = f"http://{args.host}:{args.port}"
     print(
         f"Owner key for account {DEMO_ACCOUNT_ID} (its secret is shown only now):\n"
@@ -262,7 +263,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
             )
             _print_json({"id": new_id, "account_id": args.account, "name": args.name})
         case "keys", "create":
-            _print_json(asyncio.run(_issue_key(settings, args)))
+            _print_json(asyncio.run(_issue_key(settings, args.account, _key_request(args))))
         case "sign", _:
             print(_sign(args))
 
