@@ -5,15 +5,29 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import make_url
 
 from apikeys.api.app import create_app
 from apikeys.config import Settings
 from tests.conftest import World, empty_postgres, random_master_key
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app started with `settings`, and a client that calls it in process."""
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+    ):
+        yield app, client
 
 
 @pytest.fixture
@@ -33,12 +47,7 @@ async def test_readyz_is_503_within_bounds_when_the_database_never_answers(
     settings = Settings(
         database_url=silent_database, master_key=random_master_key(), database_timeout=30
     )
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
-    ):
+    async with serving(settings) as (_app, client):
         started = time.monotonic()
         ready = await client.get("/readyz")
         elapsed = time.monotonic() - started
@@ -104,12 +113,7 @@ async def test_the_service_answers_503_while_postgres_is_gone_and_recovers_by_it
     settings = Settings(
         database_url=through_proxy, master_key=random_master_key(), database_timeout=2
     )
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
-    ):
+    async with serving(settings) as (app, client):
         world = World(app.state.services, client)
         await world.setup()
         owner = await world.mint()
