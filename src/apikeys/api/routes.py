@@ -9,7 +9,12 @@ from fastapi.responses import JSONResponse
 
 from apikeys.api.auth import AuthenticatedRoute
 from apikeys.api.deps import CallerDep, ServicesDep, SessionDep
-from apikeys.api.openapi import KEY_CREATE_EXAMPLES, KEY_CREATED_RESPONSE, problem_responses
+from apikeys.api.openapi import (
+    AUTHENTICATED_RESPONSES,
+    KEY_CREATE_EXAMPLES,
+    KEY_CREATED_RESPONSE,
+    problem_responses,
+)
 from apikeys.api.schemas import (
     ApiKey,
     ApiKeyCreate,
@@ -23,7 +28,7 @@ from apikeys.api.schemas import (
 from apikeys.domain import Origin
 from apikeys.service import audit, keys
 
-router = APIRouter(route_class=AuthenticatedRoute)
+router = APIRouter(route_class=AuthenticatedRoute, responses=AUTHENTICATED_RESPONSES)
 
 AccountId = Annotated[int, Path(ge=1, description="The account's id.")]
 KeyId = Annotated[str, Path(description="The key's public identifier.")]
@@ -71,6 +76,12 @@ async def create_api_key(
             "Cache-Control": "no-store",
         },
     )
+
+
+@router.get("/me", response_model=ApiKey, tags=["API keys"])
+async def read_calling_key(caller: CallerDep) -> Any:
+    """The calling key's own metadata: a way for a client to check its credentials."""
+    return JSONResponse(key_body(caller))
 
 
 @router.get(
@@ -146,9 +157,3 @@ async def list_audit_events(
         data=[AuditEventOut.model_validate(event, from_attributes=True) for event in page.items],
         next_cursor=page.next_cursor,
     )
-
-
-@router.get("/me", response_model=ApiKey, tags=["API keys"])
-async def read_calling_key(caller: CallerDep) -> Any:
-    """The calling key's own metadata: a way for a client to check its credentials."""
-    return JSONResponse(key_body(caller))
