@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 import string
@@ -10,6 +11,8 @@ from datetime import UTC, datetime
 
 import pytest
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from apikeys.domain import ApiKeyInfo, KeyType, Role
 from apikeys.security import (
@@ -136,6 +139,18 @@ def test_digest_is_keyed_by_the_master_key() -> None:
     assert SecretKeeper(master).digest(secret) == SecretKeeper(master).digest(secret)
     assert SecretKeeper(master).digest(secret) != SecretKeeper(os.urandom(32)).digest(secret)
     assert len(SecretKeeper(master).digest(secret)) == 32
+
+
+def test_digest_is_hmac_sha256_under_a_key_derived_from_the_master_key() -> None:
+    master = os.urandom(32)
+    keeper = SecretKeeper(master)
+    digest_key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"apikeys/secret-digest/v1"
+    ).derive(master)
+
+    # Every stored digest depends on this: several in a row, as one keyed state is reused.
+    for secret in [generate_secret("cvsk_") for _ in range(3)]:
+        assert keeper.digest(secret) == hmac.digest(digest_key, secret.encode(), "sha256")
 
 
 def test_repr_of_keeper_and_issued_key_hides_secrets() -> None:
