@@ -9,12 +9,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
+from apikeys.api.responses import JsonResponse
 from apikeys.errors import ApiError, FieldError, InvalidInput, ServiceUnavailable
 
 logger = logging.getLogger("apikeys.errors")
@@ -22,7 +22,7 @@ logger = logging.getLogger("apikeys.errors")
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 
-class ProblemResponse(JSONResponse):
+class ProblemResponse(JsonResponse):
     media_type = PROBLEM_MEDIA_TYPE
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from apikeys.api.auth import AuthenticatedRoute
-from apikeys.api.deps import CallerDep, ServicesDep, SessionDep
+from apikeys.api.deps import SessionDep, caller_of, services_of
 from apikeys.api.openapi import (
     AUTHENTICATED_RESPONSES,
     KEY_CREATE_EXAMPLES,
     KEY_CREATED_RESPONSE,
     problem_responses,
 )
+from apikeys.api.responses import JsonResponse
 from apikeys.api.schemas import (
     ApiKey,
     ApiKeyCreate,
@@ -23,7 +23,7 @@ from apikeys.api.schemas import (
     AuditEventList,
     AuditEventOut,
     created_body,
-    key_body,
+    key_json,
 )
 from apikeys.domain import Origin
 from apikeys.service import audit, keys
@@ -53,22 +53,21 @@ def _origin(request: Request) -> Origin:
 async def create_api_key(
     account_id: AccountId,
     body: Annotated[ApiKeyCreate, Body(openapi_examples=KEY_CREATE_EXAMPLES)],
-    caller: CallerDep,
-    session: SessionDep,
-    services: ServicesDep,
     request: Request,
+    session: SessionDep,
 ) -> Any:
     """Create a new API key for an account. The secret is in this response and never again."""
+    services = services_of(request)
     issued = await keys.create_key(
         session,
         services.keeper,
         services.prefixes,
-        caller,
+        caller_of(request),
         account_id,
         body.to_request(),
         _origin(request),
     )
-    return JSONResponse(
+    return JsonResponse(
         created_body(issued),
         status_code=201,
         headers={
@@ -79,9 +78,9 @@ async def create_api_key(
 
 
 @router.get("/me", response_model=ApiKey, tags=["API keys"])
-async def read_calling_key(caller: CallerDep) -> Any:
+async def read_calling_key(request: Request) -> Any:
     """The calling key's own metadata: a way for a client to check its credentials."""
-    return JSONResponse(key_body(caller))
+    return Response(key_json(caller_of(request)), media_type="application/json")
 
 
 @router.get(
@@ -91,7 +90,7 @@ async def read_calling_key(caller: CallerDep) -> Any:
 )
 async def list_api_keys(
     account_id: AccountId,
-    caller: CallerDep,
+    request: Request,
     session: SessionDep,
     limit: Limit = 50,
     cursor: Cursor = None,
@@ -99,7 +98,12 @@ async def list_api_keys(
 ) -> ApiKeyList:
     """List the account's keys, newest first; never a secret."""
     page = await keys.list_keys(
-        session, caller, account_id, limit=limit, cursor=cursor, include_revoked=include_revoked
+        session,
+        caller_of(request),
+        account_id,
+        limit=limit,
+        cursor=cursor,
+        include_revoked=include_revoked,
     )
     return ApiKeyList(
         data=[ApiKey.from_info(key) for key in page.items], next_cursor=page.next_cursor
@@ -112,10 +116,10 @@ async def list_api_keys(
     responses=problem_responses(403, 404, 422),
 )
 async def get_api_key(
-    account_id: AccountId, key: KeyId, caller: CallerDep, session: SessionDep
+    account_id: AccountId, key: KeyId, request: Request, session: SessionDep
 ) -> ApiKey:
     """One key's metadata, revoked keys included; never the secret."""
-    return ApiKey.from_info(await keys.get_key(session, caller, account_id, key))
+    return ApiKey.from_info(await keys.get_key(session, caller_of(request), account_id, key))
 
 
 @router.delete(
@@ -125,16 +129,16 @@ async def get_api_key(
     responses={204: {"description": "Revoked, now or before."}, **problem_responses(403, 404, 422)},
 )
 async def revoke_api_key(
-    account_id: AccountId,
-    key: KeyId,
-    caller: CallerDep,
-    session: SessionDep,
-    services: ServicesDep,
-    request: Request,
+    account_id: AccountId, key: KeyId, request: Request, session: SessionDep
 ) -> Response:
     """Revoke a key at once and for good; revoking it again is a no-op. A key may revoke itself."""
     await keys.revoke_key(
-        session, caller, account_id, key, _origin(request), services.authenticator.forget
+        session,
+        caller_of(request),
+        account_id,
+        key,
+        _origin(request),
+        services_of(request).authenticator.forget,
     )
     return Response(status_code=204)
 
@@ -146,13 +150,15 @@ async def revoke_api_key(
 )
 async def list_audit_events(
     account_id: AccountId,
-    caller: CallerDep,
+    request: Request,
     session: SessionDep,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> AuditEventList:
     """Key creations and revocations in the account, newest first."""
-    page = await audit.list_events(session, caller, account_id, limit=limit, cursor=cursor)
+    page = await audit.list_events(
+        session, caller_of(request), account_id, limit=limit, cursor=cursor
+    )
     return AuditEventList(
         data=[AuditEventOut.model_validate(event, from_attributes=True) for event in page.items],
         next_cursor=page.next_cursor,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -15,7 +16,7 @@ from pydantic import (
     Field,
     PlainSerializer,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, to_json
 
 from apikeys.domain import ApiKeyInfo, KeyType, Role
 from apikeys.service.keys import IssuedKey, KeyRequest
@@ -180,6 +181,13 @@ def key_body(info: ApiKeyInfo) -> dict[str, Any]:
         "revoked_at": _format_timestamp(info.revoked_at) if info.revoked_at else None,
         "secret_hint": info.secret_hint,
     }
+
+
+@lru_cache(maxsize=4096)
+def key_json(info: ApiKeyInfo) -> bytes:
+    """`key_body` encoded. Every authenticated `/me` answers with it, and a key's metadata
+    rarely changes, so equal metadata is encoded once."""
+    return to_json(key_body(info))
 
 
 def created_body(issued: IssuedKey) -> dict[str, Any]:
