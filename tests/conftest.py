@@ -185,10 +185,13 @@ class World:
         request = keys.KeyRequest(
             name=name, type=type, role=role, project_ids=projects, expires_at=None
         )
-        async with self.services.database.sessions() as session:
-            issued = await keys.create_bootstrap_key(
-                session, self.services.keeper, self.services.prefixes, account_id, request
-            )
+        issued = await keys.create_bootstrap_key(
+            self.services.writer,
+            self.services.keeper,
+            self.services.prefixes,
+            account_id,
+            request,
+        )
         return Credential(issued.info.key, issued.secret, type, {})
 
     async def request(

@@ -166,10 +166,9 @@ async def test_a_cached_key_is_refused_once_its_expiry_passes(
         project_ids=None,
         expires_at=datetime.now(UTC) + timedelta(hours=1),
     )
-    async with services.database.sessions() as session:
-        issued = await keys.create_bootstrap_key(
-            session, services.keeper, services.prefixes, ACCOUNT_ID, request
-        )
+    issued = await keys.create_bootstrap_key(
+        services.writer, services.keeper, services.prefixes, ACCOUNT_ID, request
+    )
     credentials = BearerCredentials(issued.secret)
     assert (await authenticator.authenticate(credentials)).key == issued.info.key
 

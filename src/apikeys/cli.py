@@ -28,6 +28,7 @@ from apikeys.security import SecretKeeper
 from apikeys.service import accounts, keys
 from apikeys.storage.database import AsyncSession, Database
 from apikeys.storage.migrations import upgrade_to_head
+from apikeys.storage.writer import KeyWriter
 
 DEMO_ACCOUNT_ID = 1
 DEMO_PROJECT_ID = 1
@@ -48,14 +49,21 @@ def _print_json(value: dict[str, Any]) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-async def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
+async def _with_database(settings: Settings, work: Callable[[Database], Awaitable[Any]]) -> Any:
     await upgrade_to_head(settings.async_database_url)
     database = Database(settings.async_database_url, settings.database_timeout)
     try:
-        async with database.sessions() as session:
-            return await work(session)
+        return await work(database)
     finally:
         await database.dispose()
+
+
+async def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
+    async def in_session(database: Database) -> Any:
+        async with database.sessions() as session:
+            return await work(session)
+
+    return await _with_database(settings, in_session)
 
 
 def _key_request(args: argparse.Namespace) -> keys.KeyRequest:
@@ -86,10 +94,12 @@ async def _issue_key(
     keeper = SecretKeeper(settings.load_master_key())
     prefixes = keys.SecretPrefixes(settings.secret_key_prefix, settings.request_signing_prefix)
 
-    issued: keys.IssuedKey = await _with_session(
-        settings,
-        lambda session: keys.create_bootstrap_key(session, keeper, prefixes, account_id, request),
-    )
+    async def issue(database: Database) -> keys.IssuedKey:
+        return await keys.create_bootstrap_key(
+            KeyWriter(database), keeper, prefixes, account_id, request
+        )
+
+    issued: keys.IssuedKey = await _with_database(settings, issue)
     return created_body(issued)
 
 

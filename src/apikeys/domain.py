@@ -60,3 +60,7 @@ class Origin:
 
 
 COMMAND_LINE = Origin(client_address="command line", request_id=None)
+
+# The actions of the audit trail.
+KEY_CREATED = "api_key.created"
+KEY_REVOKED = "api_key.revoked"

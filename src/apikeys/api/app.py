@@ -17,6 +17,7 @@ from apikeys.service.keys import SecretPrefixes
 from apikeys.service.throttle import FailureThrottle
 from apikeys.service.usage import UsageRecorder
 from apikeys.storage.database import Database
+from apikeys.storage.writer import KeyWriter
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -38,6 +39,7 @@ def build_services(settings: Settings, database: Database, master_key: bytes) ->
             cache_ttl=settings.auth_cache_ttl,
         ),
         throttle=FailureThrottle(settings.auth_failure_limit),
+        writer=KeyWriter(database),
     )
 
 
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await services.writer.close()
             await services.authenticator.close()
             await database.dispose()
 

@@ -15,6 +15,7 @@ from apikeys.service.authentication import Authenticator
 from apikeys.service.keys import SecretPrefixes
 from apikeys.service.throttle import FailureThrottle
 from apikeys.storage.database import AsyncSession, Database
+from apikeys.storage.writer import KeyWriter
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class Services:
     prefixes: SecretPrefixes
     authenticator: Authenticator
     throttle: FailureThrottle
+    writer: KeyWriter
 
 
 # The services and the caller are read off the request, not declared as dependencies:

@@ -54,12 +54,11 @@ async def create_api_key(
     account_id: AccountId,
     body: Annotated[ApiKeyCreate, Body(openapi_examples=KEY_CREATE_EXAMPLES)],
     request: Request,
-    session: SessionDep,
 ) -> Any:
     """Create a new API key for an account. The secret is in this response and never again."""
     services = services_of(request)
     issued = await keys.create_key(
-        session,
+        services.writer,
         services.keeper,
         services.prefixes,
         caller_of(request),

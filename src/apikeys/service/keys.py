@@ -7,16 +7,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from apikeys import security
-from apikeys.domain import COMMAND_LINE, ApiKeyInfo, KeyType, Origin, Role
+from apikeys.domain import COMMAND_LINE, KEY_REVOKED, ApiKeyInfo, KeyType, Origin, Role
 from apikeys.errors import FieldError, Forbidden, InvalidInput, NotFound
 from apikeys.security import SecretKeeper
 from apikeys.service.pagination import Page, decode_cursor, page_of
 from apikeys.storage import repository
 from apikeys.storage.database import AsyncSession
-from apikeys.storage.repository import NewKeyRow
-
-CREATED = "api_key.created"
-REVOKED = "api_key.revoked"
+from apikeys.storage.repository import NewKey, NewKeyRow
+from apikeys.storage.writer import KeyWriter, UnknownAccount, UnknownProjects
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +79,7 @@ def ensure_within_grant(caller: ApiKeyInfo, request: KeyRequest) -> None:
 
 
 async def issue_key(
-    session: AsyncSession,
+    writer: KeyWriter,
     keeper: SecretKeeper,
     prefixes: SecretPrefixes,
     account_id: int,
@@ -89,51 +87,39 @@ async def issue_key(
     created_by: ApiKeyInfo | None,
     origin: Origin,
 ) -> IssuedKey:
-    """Create a key in the account and return it with its secret; commits."""
-    if request.project_ids:
-        known = await repository.projects_of_account(session, account_id, request.project_ids)
-        unknown = sorted(request.project_ids - known)
-        if unknown:
-            listed = ", ".join(map(str, unknown))
-            raise InvalidInput(
-                f"These project ids are not projects of account {account_id}: {listed}",
-                [FieldError(("body", "projects"), f"unknown project ids: {listed}")],
-            )
+    """Create a key in the account and return it with its secret, once committed."""
     public_id = security.generate_key_id()
     secret = security.generate_secret(prefixes.for_type(request.type))
     signing = request.type is KeyType.REQUEST_SIGNING
-    info = await repository.add_key(
-        session,
-        NewKeyRow(
-            public_id=public_id,
-            account_id=account_id,
-            name=request.name,
-            type=request.type,
-            role=request.role,
-            project_ids=request.project_ids or None,
-            secret_digest=keeper.digest(secret),
-            secret_ciphertext=keeper.encrypt(secret, public_id) if signing else None,
-            secret_hint=security.secret_hint(secret),
-            created_by_id=created_by.id if created_by else None,
-            created_at=datetime.now(UTC),
-            expires_at=request.expires_at,
-        ),
-    )
-    await repository.add_audit_event(
-        session,
+    row = NewKeyRow(
+        public_id=public_id,
         account_id=account_id,
-        action=CREATED,
-        actor=created_by,
-        target=info,
-        origin=origin,
-        created_at=info.created_at,
+        name=request.name,
+        type=request.type,
+        role=request.role,
+        project_ids=request.project_ids or None,
+        secret_digest=keeper.digest(secret),
+        secret_ciphertext=keeper.encrypt(secret, public_id) if signing else None,
+        secret_hint=security.secret_hint(secret),
+        created_by_id=created_by.id if created_by else None,
+        created_at=datetime.now(UTC),
+        expires_at=request.expires_at,
     )
-    await session.commit()
+    try:
+        info = await writer.add(NewKey(row, created_by, origin))
+    except UnknownAccount:
+        raise NotFound(f"Account {account_id} was not found") from None
+    except UnknownProjects as error:
+        listed = ", ".join(map(str, error.project_ids))
+        raise InvalidInput(
+            f"These project ids are not projects of account {account_id}: {listed}",
+            [FieldError(("body", "projects"), f"unknown project ids: {listed}")],
+        ) from None
     return IssuedKey(info, secret)
 
 
 async def create_key(
-    session: AsyncSession,
+    writer: KeyWriter,
     keeper: SecretKeeper,
     prefixes: SecretPrefixes,
     caller: ApiKeyInfo,
@@ -145,22 +131,20 @@ async def create_key(
     ensure_can_manage(caller, account_id)
     ensure_within_grant(caller, request)
     return await issue_key(
-        session, keeper, prefixes, account_id, request, created_by=caller, origin=origin
+        writer, keeper, prefixes, account_id, request, created_by=caller, origin=origin
     )
 
 
 async def create_bootstrap_key(
-    session: AsyncSession,
+    writer: KeyWriter,
     keeper: SecretKeeper,
     prefixes: SecretPrefixes,
     account_id: int,
     request: KeyRequest,
 ) -> IssuedKey:
     """The command line's path to a key, any role including owner; no caller to check."""
-    if not await repository.account_exists(session, account_id):
-        raise NotFound(f"Account {account_id} was not found")
     return await issue_key(
-        session, keeper, prefixes, account_id, request, created_by=None, origin=COMMAND_LINE
+        writer, keeper, prefixes, account_id, request, created_by=None, origin=COMMAND_LINE
     )
 
 
@@ -227,8 +211,7 @@ async def revoke_key(
     if await repository.revoke_key(session, target.id, now):
         await repository.add_audit_event(
             session,
-            account_id=account_id,
-            action=REVOKED,
+            action=KEY_REVOKED,
             actor=caller,
             target=target,
             origin=origin,

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from apikeys.domain import ApiKeyInfo, KeyType, Origin, Role
-from apikeys.storage.models import Account, ApiKey, ApiKeyProject, AuditEvent, Project
+from apikeys.storage.models import Account, ApiKey, ApiKeyProject, AuditEvent, Base, Project
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +64,28 @@ _KEY_COLUMNS = (
     ApiKey.last_used_at,
     ApiKey.revoked_at,
 )
+
+
+def _table(model: type[Base]) -> Table:
+    return Base.metadata.tables[model.__tablename__]
+
+
+# Built once, so SQLAlchemy reuses each one's compiled form. Core inserts into the tables,
+# not ORM-enabled ones, which cost far more per row; new ids come back in the rows' order.
+_PROJECTS_OF_ACCOUNTS = (
+    select(Account.id, Project.id)
+    .outerjoin(
+        Project,
+        and_(
+            Project.account_id == Account.id,
+            Project.id.in_(bindparam("project_ids", expanding=True)),
+        ),
+    )
+    .where(Account.id.in_(bindparam("account_ids", expanding=True)))
+)
+_INSERT_KEYS = insert(_table(ApiKey)).returning(ApiKey.id, sort_by_parameter_order=True)
+_INSERT_LINKS = insert(_table(ApiKeyProject))
+_INSERT_AUDIT_EVENT = insert(_table(AuditEvent))
 
 
 def _info(row: Any, project_ids: frozenset[int] | None) -> ApiKeyInfo:
@@ -124,43 +157,82 @@ async def account_exists(session: AsyncSession, account_id: int) -> bool:
     return result.first() is not None
 
 
-async def projects_of_account(
-    session: AsyncSession, account_id: int, project_ids: Iterable[int]
-) -> set[int]:
-    """The subset of `project_ids` that are projects of the account."""
+async def projects_of_accounts(
+    session: AsyncSession, account_ids: Iterable[int], project_ids: Iterable[int]
+) -> dict[int, set[int]]:
+    """Each of `account_ids` that exists, with those of `project_ids` that are its projects."""
     result = await session.execute(
-        select(Project.id).where(
-            Project.account_id == account_id, Project.id.in_(list(project_ids))
-        )
+        _PROJECTS_OF_ACCOUNTS,
+        {"account_ids": list(account_ids), "project_ids": list(project_ids)},
     )
-    return set(result.scalars())
+    found: dict[int, set[int]] = {}
+    for account_id, project_id in result:
+        projects = found.setdefault(account_id, set())
+        if project_id is not None:
+            projects.add(project_id)
+    return found
 
 
-async def add_key(session: AsyncSession, row: NewKeyRow) -> ApiKeyInfo:
-    result = await session.execute(
-        insert(ApiKey)
-        .values(
-            public_id=row.public_id,
-            account_id=row.account_id,
-            name=row.name,
-            type=row.type.value,
-            role=row.role.value,
-            all_projects=row.project_ids is None,
-            secret_digest=row.secret_digest,
-            secret_ciphertext=row.secret_ciphertext,
-            secret_hint=row.secret_hint,
-            created_by_id=row.created_by_id,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-        )
-        .returning(ApiKey.id)
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """A key to insert, and who asked for it, for its audit event."""
+
+    row: NewKeyRow
+    created_by: ApiKeyInfo | None
+    origin: Origin
+
+
+async def add_keys(
+    session: AsyncSession, new_keys: Sequence[NewKey], action: str
+) -> list[ApiKeyInfo]:
+    """Insert keys, their project links and one audit event `action` each; a few statements
+    for any number of keys."""
+    result = await session.execute(_INSERT_KEYS, [_key_values(new_key.row) for new_key in new_keys])
+    infos = [
+        _new_key_info(new_key.row, key_id)
+        for new_key, key_id in zip(new_keys, result.scalars(), strict=True)
+    ]
+    links = [
+        {"api_key_id": info.id, "project_id": project}
+        for info in infos
+        for project in sorted(info.project_ids or ())
+    ]
+    if links:
+        await session.execute(_INSERT_LINKS, links)
+    await session.execute(
+        _INSERT_AUDIT_EVENT,
+        [
+            _audit_values(
+                action=action,
+                actor=new_key.created_by,
+                target=info,
+                origin=new_key.origin,
+                created_at=info.created_at,
+            )
+            for new_key, info in zip(new_keys, infos, strict=True)
+        ],
     )
-    key_id = result.scalar_one()
-    if row.project_ids:
-        await session.execute(
-            insert(ApiKeyProject),
-            [{"api_key_id": key_id, "project_id": project} for project in sorted(row.project_ids)],
-        )
+    return infos
+
+
+def _key_values(row: NewKeyRow) -> dict[str, Any]:
+    return {
+        "public_id": row.public_id,
+        "account_id": row.account_id,
+        "name": row.name,
+        "type": row.type.value,
+        "role": row.role.value,
+        "all_projects": row.project_ids is None,
+        "secret_digest": row.secret_digest,
+        "secret_ciphertext": row.secret_ciphertext,
+        "secret_hint": row.secret_hint,
+        "created_by_id": row.created_by_id,
+        "created_at": row.created_at,
+        "expires_at": row.expires_at,
+    }
+
+
+def _new_key_info(row: NewKeyRow, key_id: int) -> ApiKeyInfo:
     return ApiKeyInfo(
         id=key_id,
         key=row.public_id,
@@ -320,7 +392,6 @@ class AuditRecord:
 async def add_audit_event(
     session: AsyncSession,
     *,
-    account_id: int,
     action: str,
     actor: ApiKeyInfo | None,
     target: ApiKeyInfo,
@@ -328,20 +399,34 @@ async def add_audit_event(
     created_at: datetime,
 ) -> None:
     await session.execute(
-        insert(AuditEvent).values(
-            account_id=account_id,
-            action=action,
-            actor_key_id=actor.id if actor else None,
-            actor_key=actor.key if actor else None,
-            target_key_id=target.id,
-            target_key=target.key,
-            role=target.role.value,
-            projects=sorted(target.project_ids) if target.project_ids is not None else None,
-            client_address=origin.client_address,
-            request_id=origin.request_id,
-            created_at=created_at,
-        )
+        _INSERT_AUDIT_EVENT,
+        _audit_values(
+            action=action, actor=actor, target=target, origin=origin, created_at=created_at
+        ),
     )
+
+
+def _audit_values(
+    *,
+    action: str,
+    actor: ApiKeyInfo | None,
+    target: ApiKeyInfo,
+    origin: Origin,
+    created_at: datetime,
+) -> dict[str, Any]:
+    return {
+        "account_id": target.account_id,
+        "action": action,
+        "actor_key_id": actor.id if actor else None,
+        "actor_key": actor.key if actor else None,
+        "target_key_id": target.id,
+        "target_key": target.key,
+        "role": target.role.value,
+        "projects": sorted(target.project_ids) if target.project_ids is not None else None,
+        "client_address": origin.client_address,
+        "request_id": origin.request_id,
+        "created_at": created_at,
+    }
 
 
 async def list_audit_events(

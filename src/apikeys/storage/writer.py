@@ -1,0 +1,140 @@
+"""New keys, group-committed: keys asked for while one transaction runs share the next."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+
+from apikeys.domain import KEY_CREATED, ApiKeyInfo
+from apikeys.storage import repository
+from apikeys.storage.database import AsyncSession, Database
+from apikeys.storage.repository import NewKey
+
+# Enough for every client of a busy replica at once, few enough to keep one commit short.
+MAX_BATCH = 100
+
+
+class UnknownAccount(Exception):
+    """A new key's account does not exist."""
+
+
+class UnknownProjects(Exception):
+    """Some of a new key's projects are not projects of its account."""
+
+    def __init__(self, project_ids: list[int]) -> None:
+        super().__init__(f"not projects of the account: {project_ids}")
+        self.project_ids = project_ids
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    key: NewKey
+    created: asyncio.Future[ApiKeyInfo]
+
+
+class KeyWriter:
+    """Inserts new keys with their project links and audit events, many per transaction.
+
+    Most of what a key's creation costs is its transaction (the begin, each statement's round
+    trip, the commit), not its rows. So keys asked for while a transaction runs wait, and the
+    next one takes them all, up to MAX_BATCH, in the same few statements. Nobody waits for a
+    batch to fill: a key asked for alone is written at once. Each caller hears back only once
+    its key is committed, and a key that cannot be written fails alone.
+
+    A caller must not hold a transaction that writes while it waits: on SQLite, whose one
+    write lock covers the whole file, the writer would wait for it in turn.
+    """
+
+    def __init__(self, database: Database, max_batch: int = MAX_BATCH) -> None:
+        self._database = database
+        self._max_batch = max_batch
+        self._waiting: list[_Waiting] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def add(self, key: NewKey) -> ApiKeyInfo:
+        """The key as stored, once committed. Raises UnknownAccount, UnknownProjects, or the
+        database's error."""
+        created: asyncio.Future[ApiKeyInfo] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(key, created))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+        return await created
+
+    async def close(self) -> None:
+        """Wait for the keys already asked for, at shutdown."""
+        if self._flushing is not None:
+            await self._flushing
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                # A caller gone before its transaction begins gets no key: nobody would ever
+                # learn its secret.
+                batch = [
+                    waiting
+                    for waiting in self._waiting[: self._max_batch]
+                    if not waiting.created.done()
+                ]
+                del self._waiting[: self._max_batch]
+                if batch:
+                    await self._write(batch)
+        finally:
+            self._flushing = None
+
+    async def _write(self, batch: list[_Waiting]) -> None:
+        try:
+            async with self._database.sessions() as session:
+                batch = await _refuse_unknown_references(session, batch)
+                if not batch:
+                    return
+                infos = await repository.add_keys(
+                    session, [waiting.key for waiting in batch], KEY_CREATED
+                )
+                await session.commit()
+        except IntegrityError as error:
+            if len(batch) == 1:
+                _fail(batch, error)
+                return
+            # Not something a request can cause once validated; but if it happens, only the
+            # key at fault should fail, so each is tried on its own.
+            for waiting in batch:
+                await self._write([waiting])
+            return
+        except Exception as error:
+            _fail(batch, error)
+            return
+        for waiting, info in zip(batch, infos, strict=True):
+            if not waiting.created.done():  # gone during the transaction: its key stays
+                waiting.created.set_result(info)
+
+
+async def _refuse_unknown_references(
+    session: AsyncSession, batch: list[_Waiting]
+) -> list[_Waiting]:
+    """Fail the keys whose account does not exist or that name a project not of their
+    account; return the others."""
+    found = await repository.projects_of_accounts(
+        session,
+        {waiting.key.row.account_id for waiting in batch},
+        {project for waiting in batch for project in waiting.key.row.project_ids or ()},
+    )
+    accepted = []
+    for waiting in batch:
+        row = waiting.key.row
+        projects = found.get(row.account_id)
+        unknown = sorted((row.project_ids or frozenset()) - (projects or set()))
+        if projects is None:
+            _fail([waiting], UnknownAccount(row.account_id))
+        elif unknown:
+            _fail([waiting], UnknownProjects(unknown))
+        else:
+            accepted.append(waiting)
+    return accepted
+
+
+def _fail(batch: list[_Waiting], error: Exception) -> None:
+    for waiting in batch:
+        if not waiting.created.done():
+            waiting.created.set_exception(error)
