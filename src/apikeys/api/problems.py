@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
@@ -20,6 +20,16 @@ from apikeys.errors import ApiError, FieldError, InvalidInput, ServiceUnavailabl
 logger = logging.getLogger("apikeys.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+# What a database that is down, unreachable or too slow raises.
+_UNAVAILABLE = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeoutError,
+    OSError,
+    TimeoutError,
+)
 
 
 class ProblemResponse(JsonResponse):
@@ -103,6 +113,14 @@ async def _on_http_exception(request: Request, error: Exception) -> ProblemRespo
 
 
 async def _on_database_error(request: Request, error: Exception) -> ProblemResponse:
+    # Any other driver error (a constraint, say) is a fault of ours, for the last-resort 500.
+    # A connection lost in the middle of a statement is not: the pool replaces it.
+    if (
+        isinstance(error, DBAPIError)
+        and not isinstance(error, _UNAVAILABLE)
+        and not error.connection_invalidated
+    ):
+        raise error
     # Only the error's class is logged: its text can hold SQL.
     logger.warning("database unavailable: %s", type(error).__name__)
     return error_problem(
@@ -114,6 +132,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(HTTPException, _on_http_exception)
-    unavailable = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError, OSError)
-    for error_type in (*unavailable, TimeoutError):
+    for error_type in (*_UNAVAILABLE, DBAPIError):
         app.add_exception_handler(error_type, _on_database_error)
