@@ -26,22 +26,43 @@ MISSING_CREDENTIALS = (
 )
 
 
-def signed_url(request: Request, public_base_url: str | None) -> str:
+RawHeaders = dict[bytes, bytes]
+
+
+def _raw_headers(request: Request) -> RawHeaders:
+    """The request's headers by lower-case name, the first of repeated ones winning.
+
+    Built once per request: looking names up in Starlette's Headers scans the list each
+    time, and raises and catches a KeyError for every header that is absent."""
+    return dict(reversed(request.scope["headers"]))
+
+
+def _header(headers: RawHeaders, name: bytes) -> str:
+    return headers.get(name, b"").decode("latin-1")
+
+
+def _has_body(headers: RawHeaders) -> bool:
+    """Whether the request says a body follows (HTTP/1.1 has none without these headers)."""
+    return headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
+
+
+def signed_url(request: Request, headers: RawHeaders, public_base_url: str | None) -> str:
     """The absolute URL the client signed: scheme, host, path and query as sent."""
     scope = request.scope
     raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
     path = raw_path.split(b"?", 1)[0].decode("latin-1")
     query: str = scope.get("query_string", b"").decode("latin-1")
     if public_base_url is None:
-        host = request.headers.get("host") or "{}:{}".format(*scope["server"])
+        host = _header(headers, b"host") or "{}:{}".format(*scope["server"])
         public_base_url = f"{scope['scheme']}://{host}"
     return public_base_url + path + (f"?{query}" if query else "")
 
 
-async def read_credentials(request: Request, public_base_url: str | None) -> Credentials:
-    headers = request.headers
+async def read_credentials(
+    request: Request, headers: RawHeaders, public_base_url: str | None
+) -> Credentials:
     # Convert's published Python sample sends the signature as Convert-Authorization.
-    authorization = headers.get("authorization") or headers.get("convert-authorization")
+    authorization = _header(headers, b"authorization") or _header(headers, b"convert-authorization")
     if not authorization:
         raise Unauthenticated(MISSING_CREDENTIALS)
     scheme, _, parameters = authorization.strip().partition(" ")
@@ -53,8 +74,8 @@ async def read_credentials(request: Request, public_base_url: str | None) -> Cre
         return BearerCredentials(secret)
     if scheme == "convert-hmac-sha256":
         signature = _SIGNATURE_PARAMETER.fullmatch(parameters)
-        key_id = headers.get("convert-application-id", "")
-        expires = headers.get("expires", "")
+        key_id = _header(headers, b"convert-application-id")
+        expires = _header(headers, b"expires")
         if signature is None:
             raise Unauthenticated(
                 "Malformed Authorization header: expected "
@@ -67,23 +88,20 @@ async def read_credentials(request: Request, public_base_url: str | None) -> Cre
         message = SignedMessage(
             key_id=key_id,
             expires=expires,
-            url=signed_url(request, public_base_url),
-            body=await request.body(),
+            url=signed_url(request, headers, public_base_url),
+            body=await request.body() if _has_body(headers) else b"",
         )
         return SignatureCredentials(message, signature.group(1))
     raise Unauthenticated("Unsupported authorization scheme: use Bearer or Convert-HMAC-SHA256")
 
 
-def _require_json(request: Request) -> None:
+def _require_json(request: Request, headers: RawHeaders) -> None:
     if request.method not in _BODY_METHODS:
         return
-    content_type = request.headers.get("content-type")
-    has_body = (
-        request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
-    )
-    if content_type is None and not has_body:
+    content_type = headers.get(b"content-type")
+    if content_type is None and not _has_body(headers):
         return
-    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    media_type = (content_type or b"").decode("latin-1").split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaType(
             f"The body must be application/json, not {media_type or 'untyped'}"
@@ -115,8 +133,11 @@ class AuthenticatedRoute(APIRoute):
 
         async def authenticate_then_handle(request: Request) -> Response:
             services = request.app.state.services
+            headers = _raw_headers(request)
             try:
-                credentials = await read_credentials(request, services.settings.public_base_url)
+                credentials = await read_credentials(
+                    request, headers, services.settings.public_base_url
+                )
                 request.state.caller = await services.authenticator.authenticate(credentials)
             except Unauthenticated:
                 # Only failures are throttled: a client with valid credentials behind the same
@@ -125,7 +146,7 @@ class AuthenticatedRoute(APIRoute):
                 services.throttle.record_failure(client)
                 services.throttle.check(client)
                 raise
-            _require_json(request)
+            _require_json(request, headers)
             return await handle(request)
 
         return authenticate_then_handle
