@@ -2,55 +2,94 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
+import re
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from apikeys.log import JsonFormatter, TextFormatter
+from apikeys.log import AccessLog, logs_at
 from tests import servers
 from tests.conftest import ACCOUNT_ID, World, empty_postgres, random_master_key, run_now
 from tests.signing import bearer_headers
 
 
+async def access_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    """The access log's JSON lines on stderr so far; it writes at the end of a loop turn."""
+    await asyncio.sleep(0)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    return [line for line in lines if line["logger"] == "apikeys.access"]
+
+
 async def test_one_access_log_line_per_request_names_route_status_and_key(
-    world: World, caplog: pytest.LogCaptureFixture
+    world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
     owner = await world.mint()
-    caplog.set_level(logging.INFO, logger="apikeys.access")
+    await access_lines(capsys)
 
     response = await world.request(
         owner, "GET", f"/accounts/{ACCOUNT_ID}/api-keys", headers={"X-Request-ID": "trace-42"}
     )
 
-    (record,) = [r for r in caplog.records if r.name == "apikeys.access"]
-    fields = record.http  # type: ignore[attr-defined]
+    (line,) = await access_lines(capsys)
     assert response.headers["x-request-id"] == "trace-42"
-    assert fields["method"] == "GET"
-    assert fields["route"] == "/accounts/{account_id}/api-keys"
-    assert fields["status"] == 200
-    assert fields["request_id"] == "trace-42"
-    assert fields["key"] == owner.key
-    assert isinstance(fields["duration_ms"], float)
-    line = json.loads(JsonFormatter().format(record))
-    assert line["route"] == "/accounts/{account_id}/api-keys" and line["level"] == "info"
-    assert "route=/accounts/{account_id}/api-keys" in TextFormatter().format(record)
+    assert line["level"] == "info"
+    assert line["message"] == "GET /accounts/{account_id}/api-keys 200"
+    assert line["method"] == "GET"
+    assert line["route"] == "/accounts/{account_id}/api-keys"
+    assert line["status"] == 200
+    assert line["request_id"] == "trace-42"
+    assert line["key"] == owner.key
+    assert isinstance(line["duration_ms"], float)
+    assert datetime.fromisoformat(line["time"]).utcoffset() == timedelta(0)
 
 
 async def test_a_refused_request_is_logged_without_a_key(
-    world: World, caplog: pytest.LogCaptureFixture
+    world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    caplog.set_level(logging.INFO, logger="apikeys.access")
-
     response = await world.client.get("/me")
 
-    (record,) = [r for r in caplog.records if r.name == "apikeys.access"]
+    (line,) = await access_lines(capsys)
     assert response.status_code == 401
-    assert record.http["status"] == 401  # type: ignore[attr-defined]
-    assert record.http["key"] is None  # type: ignore[attr-defined]
+    assert line["status"] == 401
+    assert line["key"] is None
+
+
+async def test_access_lines_made_in_one_loop_turn_are_written_together_as_text() -> None:
+    stream = io.StringIO()
+    access_log = AccessLog("text", enabled=True, stream=stream)
+
+    access_log.write("GET /me 200", {"route": "/me", "status": 200, "key": "k1"})
+    access_log.write("GET /me 401", {"route": "/me", "status": 401, "key": None})
+    before = stream.getvalue()
+    await asyncio.sleep(0)
+
+    first, second = stream.getvalue().splitlines()
+    assert before == ""
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO    apikeys.access: GET /me 200 "
+        r"route=/me status=200 key=k1",
+        first,
+    )
+    assert second.endswith("GET /me 401 route=/me status=401 key=None")
+
+
+async def test_no_access_line_when_the_level_is_above_info() -> None:
+    stream = io.StringIO()
+    access_log = AccessLog("json", enabled=logs_at("WARNING", logging.INFO), stream=stream)
+
+    access_log.write("GET /me 200", {"status": 200})
+    await asyncio.sleep(0)
+
+    assert stream.getvalue() == ""
+    assert logs_at("info", logging.INFO) and logs_at("DEBUG", logging.INFO)
 
 
 def test_revocation_on_one_replica_is_refused_by_another_within_a_second(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +13,7 @@ from apikeys.api import docs, health, openapi, problems, routes
 from apikeys.api.deps import Services
 from apikeys.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from apikeys.config import Settings
+from apikeys.log import AccessLog, logs_at
 from apikeys.security import SecretKeeper
 from apikeys.service.authentication import Authenticator
 from apikeys.service.keys import SecretPrefixes
@@ -48,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     # Read now, so a missing or bad master key stops start-up rather than the first request.
     master_key = settings.load_master_key()
+    access_log = AccessLog(settings.log_format, enabled=logs_at(settings.log_level, logging.INFO))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await services.writer.close()
             await services.authenticator.close()
             await database.dispose()
+            access_log.flush()
 
     app = FastAPI(
         title="apikeys",
@@ -81,5 +85,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs.install(app)
     openapi.install(app)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, access_log=access_log)
     return app

@@ -12,8 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apikeys.api.problems import error_problem, problem
 from apikeys.errors import PayloadTooLarge
+from apikeys.log import AccessLog
 
-access_log = logging.getLogger("apikeys.access")
 error_log = logging.getLogger("apikeys.errors")
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -31,8 +31,9 @@ class RequestContextMiddleware:
     `X-Request-ID`, writes one access-log line, and turns an unhandled exception into a
     problem+json 500 that carries the id instead of a traceback."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, access_log: AccessLog) -> None:
         self.app = app
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,23 +73,18 @@ class RequestContextMiddleware:
         finally:
             self._log(scope, status, started, request_id)
 
-    @staticmethod
-    def _log(scope: Scope, status: int, started: float, request_id: str) -> None:
-        if not access_log.isEnabledFor(logging.INFO):
-            return
-        route = scope.get("route")
-        caller = scope["state"].get("caller")
+    def _log(self, scope: Scope, status: int, started: float, request_id: str) -> None:
+        method = scope["method"]
+        route = getattr(scope.get("route"), "path", None) or "(unmatched)"
         fields: dict[str, Any] = {
-            "method": scope["method"],
-            "route": getattr(route, "path", None) or "(unmatched)",
+            "method": method,
+            "route": route,
             "status": status,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             "request_id": request_id,
-            "key": getattr(caller, "key", None),
+            "key": getattr(scope["state"].get("caller"), "key", None),
         }
-        access_log.info(
-            "%s %s %s", fields["method"], fields["route"], status, extra={"http": fields}
-        )
+        self.access_log.write(f"{method} {route} {status}", fields)
 
 
 class BodyLimitMiddleware:
