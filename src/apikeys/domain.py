@@ -47,8 +47,11 @@ class ApiKeyInfo:
     last_used_at: datetime | None
     revoked_at: datetime | None
 
-    def is_active(self, now: datetime) -> bool:
-        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+    def is_active(self, now: float) -> bool:
+        """Neither revoked nor expired at `now`, in UNIX seconds."""
+        return self.revoked_at is None and (
+            self.expires_at is None or now < self.expires_at.timestamp()
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,11 +106,8 @@ class BodyLimitMiddleware:
         if length is None and _header(scope, b"transfer-encoding") is None:
             await self.app(scope, receive, send)
             return
-        too_large = error_problem(
-            scope, PayloadTooLarge(f"The body is over the {self.limit // 1024} KiB limit")
-        )
         if length is not None and length.isdigit() and int(length) > self.limit:
-            await too_large(scope, receive, send)
+            await self._too_large(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -121,7 +118,7 @@ class BodyLimitMiddleware:
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                await too_large(scope, receive, send)
+                await self._too_large(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -136,3 +133,7 @@ class BodyLimitMiddleware:
             return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
         await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = PayloadTooLarge(f"The body is over the {self.limit // 1024} KiB limit")
+        await error_problem(scope, error)(scope, receive, send)

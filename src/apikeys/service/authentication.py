@@ -7,7 +7,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidTag
 
@@ -159,7 +158,7 @@ class Authenticator:
             key = await self._verify_bearer(credentials)
         else:
             key = await self._verify_signature(credentials, now)
-        if not key.is_active(datetime.fromtimestamp(now, UTC)):
+        if not key.is_active(now):
             raise Unauthenticated("The API key has been revoked or has expired")
         self._usage.record(key, now)
         return key
