@@ -71,7 +71,7 @@ def _table(model: type[Base]) -> Table:
 
 
 # Built once, so SQLAlchemy reuses each one's compiled form. Core inserts into the tables,
-# not ORM-enabled ones, which cost far more per row; new ids come back in the rows' order.
+# not ORM-enabled ones, which cost far more per row.
 _PROJECTS_OF_ACCOUNTS = (
     select(Account.id, Project.id)
     .outerjoin(
@@ -83,7 +83,10 @@ _PROJECTS_OF_ACCOUNTS = (
     )
     .where(Account.id.in_(bindparam("account_ids", expanding=True)))
 )
-_INSERT_KEYS = insert(_table(ApiKey)).returning(ApiKey.id, sort_by_parameter_order=True)
+_INSERT_KEYS = insert(_table(ApiKey))
+_IDS_OF_KEYS = select(ApiKey.public_id, ApiKey.id).where(
+    ApiKey.public_id.in_(bindparam("public_ids", expanding=True))
+)
 _INSERT_LINKS = insert(_table(ApiKeyProject))
 _INSERT_AUDIT_EVENT = insert(_table(AuditEvent))
 
@@ -187,11 +190,13 @@ async def add_keys(
 ) -> list[ApiKeyInfo]:
     """Insert keys, their project links and one audit event `action` each; a few statements
     for any number of keys."""
-    result = await session.execute(_INSERT_KEYS, [_key_values(new_key.row) for new_key in new_keys])
-    infos = [
-        _new_key_info(new_key.row, key_id)
-        for new_key, key_id in zip(new_keys, result.scalars(), strict=True)
-    ]
+    await session.execute(_INSERT_KEYS, [_key_values(new_key.row) for new_key in new_keys])
+    # The ids read back in one query: with RETURNING in the rows' order, SQLite's driver
+    # would insert one row per statement.
+    public_ids = [new_key.row.public_id for new_key in new_keys]
+    result = await session.execute(_IDS_OF_KEYS, {"public_ids": public_ids})
+    id_of: dict[str, int] = {public_id: key_id for public_id, key_id in result}
+    infos = [_new_key_info(new_key.row, id_of[new_key.row.public_id]) for new_key in new_keys]
     links = [
         {"api_key_id": info.id, "project_id": project}
         for info in infos
