@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -47,7 +49,11 @@ class Database:
     `read_sessions` for lookups that never do."""
 
     def __init__(self, url: URL, timeout: float) -> None:
-        options: dict[str, Any] = {"pool_timeout": timeout}
+        # pydantic-core encodes the audit trail's JSON column several times faster than json.
+        options: dict[str, Any] = {
+            "pool_timeout": timeout,
+            "json_serializer": lambda value: to_json(value).decode(),
+        }
         if url.get_backend_name() == "sqlite":
             options["connect_args"] = {"timeout": timeout}
         else:
@@ -74,4 +80,4 @@ class Database:
         await self.engine.dispose()
 
 
-__all__ = ["AsyncSession", "Database"]
+__all__ = ["AsyncConnection", "AsyncSession", "Database"]

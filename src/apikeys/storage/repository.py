@@ -1,4 +1,5 @@
-"""Every query the service runs. Functions take the caller's session and never commit."""
+"""Every query the service runs. Functions take the caller's session (or, for the key
+writer's Core statements, its connection) and never commit."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from apikeys.domain import ApiKeyInfo, KeyType, Origin, Role
@@ -161,10 +162,10 @@ async def account_exists(session: AsyncSession, account_id: int) -> bool:
 
 
 async def projects_of_accounts(
-    session: AsyncSession, account_ids: Iterable[int], project_ids: Iterable[int]
+    connection: AsyncConnection, account_ids: Iterable[int], project_ids: Iterable[int]
 ) -> dict[int, set[int]]:
     """Each of `account_ids` that exists, with those of `project_ids` that are its projects."""
-    result = await session.execute(
+    result = await connection.execute(
         _PROJECTS_OF_ACCOUNTS,
         {"account_ids": list(account_ids), "project_ids": list(project_ids)},
     )
@@ -186,15 +187,15 @@ class NewKey:
 
 
 async def add_keys(
-    session: AsyncSession, new_keys: Sequence[NewKey], action: str
+    connection: AsyncConnection, new_keys: Sequence[NewKey], action: str
 ) -> list[ApiKeyInfo]:
     """Insert keys, their project links and one audit event `action` each; a few statements
     for any number of keys."""
-    await session.execute(_INSERT_KEYS, [_key_values(new_key.row) for new_key in new_keys])
+    await connection.execute(_INSERT_KEYS, [_key_values(new_key.row) for new_key in new_keys])
     # The ids read back in one query: with RETURNING in the rows' order, SQLite's driver
     # would insert one row per statement.
     public_ids = [new_key.row.public_id for new_key in new_keys]
-    result = await session.execute(_IDS_OF_KEYS, {"public_ids": public_ids})
+    result = await connection.execute(_IDS_OF_KEYS, {"public_ids": public_ids})
     id_of: dict[str, int] = {public_id: key_id for public_id, key_id in result}
     infos = [_new_key_info(new_key.row, id_of[new_key.row.public_id]) for new_key in new_keys]
     links = [
@@ -203,8 +204,8 @@ async def add_keys(
         for project in sorted(info.project_ids or ())
     ]
     if links:
-        await session.execute(_INSERT_LINKS, links)
-    await session.execute(
+        await connection.execute(_INSERT_LINKS, links)
+    await connection.execute(
         _INSERT_AUDIT_EVENT,
         [
             _audit_values(
