@@ -85,6 +85,24 @@ async def test_keys_asked_for_together_share_transactions_and_all_arrive(
     assert await count(world, AuditEvent) == 30
 
 
+async def test_after_a_batch_of_several_the_next_waits_for_callers_arriving_over_a_few_turns(
+    world: World, commits: list[None]
+) -> None:
+    writer = world.services.writer
+    await asyncio.gather(*(writer.add(new_key()) for _ in range(3)))
+    commits.clear()
+
+    async def arriving(turns: int) -> None:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        await writer.add(new_key())
+
+    await asyncio.gather(*(arriving(turns) for turns in range(5)))
+
+    assert len(commits) == 1
+    assert await count(world, ApiKey) == 8
+
+
 async def test_a_key_asked_for_alone_is_written_without_waiting_for_company(
     world: World,
 ) -> None:
