@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from apikeys.api.deps import Services
 from apikeys.config import Settings
@@ -386,3 +386,32 @@ async def test_query_string_is_part_of_the_signed_url(world: World) -> None:
     assert_refused(query_not_signed)
     assert_refused(query_not_sent)
     assert f"{ME_URL}?verbose=1&page=2" in query_not_signed.json()["detail"]
+
+
+async def test_a_mistyped_bearer_secret_and_a_cached_one_cost_no_query(world: World) -> None:
+    bearer = await world.mint(type=KeyType.SECRET_KEY, role=Role.BROWSE)
+    position = len("cvsk_") + 10
+    mistyped = (
+        bearer.secret[:position]
+        + ("a" if bearer.secret[position] != "a" else "b")
+        + bearer.secret[position + 1 :]
+    )
+    assert (await world.request(bearer, "GET", "/me")).status_code == 200  # now cached
+    lookups: list[str] = []
+
+    def count(*args: Any) -> None:
+        # Only reads: the first request's last_used_at write may land meanwhile.
+        if args[2].lstrip().upper().startswith("SELECT"):
+            lookups.append(args[2])
+
+    engine = world.services.database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        refused = await world.client.get("/me", headers=bearer_headers(mistyped))
+        accepted = await world.request(bearer, "GET", "/me")
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+    assert_refused(refused)
+    assert accepted.status_code == 200
+    assert lookups == []

@@ -174,15 +174,22 @@ class Authenticator:
         async with self._database.read_sessions() as session:
             return await repository.find_credential_by_digest(session, digest)
 
+    async def _find_by_secret(self, secret: str, digest: bytes) -> StoredCredential | None:
+        # The checksum spares the database a mistyped or made-up secret. A digest found in the
+        # cache needs no such check: only the real secret has it.
+        if not security.has_valid_checksum(secret, self._secret_key_prefix):
+            return None
+        return await self._find_by_digest(digest)
+
     async def _find_by_public_id(self, public_id: str) -> StoredCredential | None:
         async with self._database.read_sessions() as session:
             return await repository.find_credential_by_public_id(session, public_id)
 
     async def _verify_bearer(self, credentials: BearerCredentials) -> ApiKeyInfo:
-        if not security.has_valid_checksum(credentials.secret, self._secret_key_prefix):
-            raise Unauthenticated(INVALID_CREDENTIALS)
         digest = self._keeper.digest(credentials.secret)
-        stored = await self._cache.get(("digest", digest), lambda: self._find_by_digest(digest))
+        stored = await self._cache.get(
+            ("digest", digest), lambda: self._find_by_secret(credentials.secret, digest)
+        )
         if stored is None or stored.info.type is not KeyType.SECRET_KEY:
             raise Unauthenticated(INVALID_CREDENTIALS)
         return stored.info
