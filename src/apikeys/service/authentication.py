@@ -171,8 +171,8 @@ class Authenticator:
         await self._usage.drain()
 
     async def _find_by_digest(self, digest: bytes) -> StoredCredential | None:
-        async with self._database.read_sessions() as session:
-            return await repository.find_credential_by_digest(session, digest)
+        async with self._database.reads() as connection:
+            return await repository.find_credential_by_digest(connection, digest)
 
     async def _find_by_secret(self, secret: str, digest: bytes) -> StoredCredential | None:
         # The checksum spares the database a mistyped or made-up secret. A digest found in the
@@ -182,8 +182,8 @@ class Authenticator:
         return await self._find_by_digest(digest)
 
     async def _find_by_public_id(self, public_id: str) -> StoredCredential | None:
-        async with self._database.read_sessions() as session:
-            return await repository.find_credential_by_public_id(session, public_id)
+        async with self._database.reads() as connection:
+            return await repository.find_credential_by_public_id(connection, public_id)
 
     async def _verify_bearer(self, credentials: BearerCredentials) -> ApiKeyInfo:
         digest = self._keeper.digest(credentials.secret)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from typing import Any
 
 from pydantic_core import to_json
@@ -45,8 +46,8 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
 
 class Database:
-    """The engine plus two session factories: `sessions` for work that may write, and
-    `read_sessions` for lookups that never do."""
+    """The engine, sessions for work that may write, and bare connections (`reads`) for the
+    authentication lookups, which never write and run on every cache miss."""
 
     def __init__(self, url: URL, timeout: float) -> None:
         # pydantic-core encodes the audit trail's JSON column several times faster than json.
@@ -68,9 +69,10 @@ class Database:
         if url.get_backend_name() == "sqlite":
             _configure_sqlite(self.engine, int(timeout * 1000))
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.read_sessions = async_sessionmaker(
-            self.engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
-        )
+        self._read_engine = self.engine.execution_options(**{_READ_ONLY: True})
+
+    def reads(self) -> AsyncContextManager[AsyncConnection]:
+        return self._read_engine.connect()
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:

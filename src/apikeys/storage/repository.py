@@ -1,5 +1,6 @@
-"""Every query the service runs. Functions take the caller's session (or, for the key
-writer's Core statements, its connection) and never commit."""
+"""Every query the service runs. Functions take the caller's session (or, on the hot paths
+of authentication and key creation, a bare connection running Core statements) and never
+commit."""
 
 from __future__ import annotations
 
@@ -22,9 +23,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql import Executable
 
 from apikeys.domain import ApiKeyInfo, KeyType, Origin, Role
 from apikeys.storage.models import Account, ApiKey, ApiKeyProject, AuditEvent, Base, Project
+
+# What runs a statement: the caller's session, or a bare connection for Core-only work.
+Executor = AsyncSession | AsyncConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,16 @@ _PROJECTS_OF_ACCOUNTS = (
         ),
     )
     .where(Account.id.in_(bindparam("account_ids", expanding=True)))
+)
+# A cache miss on authentication: one indexed lookup, plus the projects of a limited key.
+_CREDENTIAL_BY_PUBLIC_ID = select(*_KEY_COLUMNS, ApiKey.secret_ciphertext).where(
+    ApiKey.public_id == bindparam("value")
+)
+_CREDENTIAL_BY_DIGEST = select(*_KEY_COLUMNS, ApiKey.secret_ciphertext).where(
+    ApiKey.secret_digest == bindparam("value")
+)
+_PROJECT_IDS = select(ApiKeyProject.project_id).where(
+    ApiKeyProject.api_key_id == bindparam("key_id")
 )
 _INSERT_KEYS = insert(_table(ApiKey))
 _IDS_OF_KEYS = select(ApiKey.public_id, ApiKey.id).where(
@@ -255,34 +270,31 @@ def _new_key_info(row: NewKeyRow, key_id: int) -> ApiKeyInfo:
     )
 
 
-async def _project_ids(session: AsyncSession, api_key_id: int) -> frozenset[int]:
-    result = await session.execute(
-        select(ApiKeyProject.project_id).where(ApiKeyProject.api_key_id == api_key_id)
-    )
+async def _project_ids(executor: Executor, api_key_id: int) -> frozenset[int]:
+    result = await executor.execute(_PROJECT_IDS, {"key_id": api_key_id})
     return frozenset(result.scalars())
 
 
 async def _find_credential(
-    session: AsyncSession, condition: ColumnElement[bool]
+    connection: AsyncConnection, statement: Executable, value: str | bytes
 ) -> StoredCredential | None:
-    result = await session.execute(select(*_KEY_COLUMNS, ApiKey.secret_ciphertext).where(condition))
-    row = result.first()
+    row = (await connection.execute(statement, {"value": value})).first()
     if row is None:
         return None
-    project_ids = None if row.all_projects else await _project_ids(session, row.id)
+    project_ids = None if row.all_projects else await _project_ids(connection, row.id)
     return StoredCredential(_info(row, project_ids), row.secret_ciphertext)
 
 
 async def find_credential_by_public_id(
-    session: AsyncSession, public_id: str
+    connection: AsyncConnection, public_id: str
 ) -> StoredCredential | None:
-    return await _find_credential(session, ApiKey.public_id == public_id)
+    return await _find_credential(connection, _CREDENTIAL_BY_PUBLIC_ID, public_id)
 
 
 async def find_credential_by_digest(
-    session: AsyncSession, digest: bytes
+    connection: AsyncConnection, digest: bytes
 ) -> StoredCredential | None:
-    return await _find_credential(session, ApiKey.secret_digest == digest)
+    return await _find_credential(connection, _CREDENTIAL_BY_DIGEST, digest)
 
 
 # A position in a newest-first listing: the (created_at, id) of the last row already seen.
