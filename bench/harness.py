@@ -481,59 +481,86 @@ def _header_file(path: Path, probes: list[seed.ProbeKey], url: str) -> Path:
     return path
 
 
-def growth(options: Options, db: Database) -> list[str]:
-    """p50 of authenticate and of create with 1,000 and then 1,000,000 keys in the table.
-
-    Authentication spreads over 998 probe keys taken in turn, so most requests miss the
-    in-process cache and run the indexed lookup.
-    """
+def _seed_for_growth(db: Database, size: int) -> list[seed.ProbeKey]:
+    """Fill `db` to `size` keys: the two owner keys, the probes and filler; return the probes."""
     keeper = SecretKeeper(base64.b64decode(db.env["APIKEYS_MASTER_KEY"]))
     probes, probe_rows = seed.make_probe_keys(keeper, "cvrs_", ACCOUNT_ID, PROBE_KEYS)
+    started = time.monotonic()
+    fillers = size - 2 - PROBE_KEYS
+    asyncio.run(seed.seed(db.url, ACCOUNT_ID, probes=probe_rows, fillers=fillers))
+    print(
+        f"{db.backend}: {size:,} keys (seeded in {time.monotonic() - started:.0f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return probes
+
+
+def growth(options: Options, small: Database, large: Database) -> list[str]:
+    """p50 of authenticate and of create with 1,000 and with 1,000,000 keys in the table.
+
+    Two databases, seeded once; the service is started on each in turn, A B A B, for
+    `--rounds` rounds, so drift hits both sizes alike. Authentication spreads over 998 probe
+    keys taken in turn, so most requests miss the in-process cache and run the indexed lookup.
+    Each create run adds its keys to its table (a few thousand: small beside 1,000,000).
+    """
+    sizes = dict(zip(GROWTH_SIZES, (small, large), strict=True))
+    probes = {size: _seed_for_growth(db, size) for size, db in sizes.items()}
+    runs: dict[int, dict[str, list[Run]]] = {size: {"auth": [], "create": []} for size in sizes}
+    log = options.workdir / f"{small.backend}-growth.log"
+    for round_number in range(1, options.rounds + 1):
+        for size, db in sizes.items():
+            with serving(service_argv(), db.env, log) as server:
+                me = server.base_url + "/me"
+                header_file = _header_file(options.workdir / "probes.txt", probes[size], me)
+                authenticate = measure(options, server, "GET", me, header_file=header_file)
+                create_url = server.base_url + SCENARIOS[2].path
+                create = measure(
+                    options,
+                    server,
+                    "POST",
+                    create_url,
+                    headers=signed(db.signing, create_url, CREATE_BODY),
+                )
+            runs[size]["auth"].append(authenticate)
+            runs[size]["create"].append(create)
+            print(
+                f"{db.backend} round {round_number} {size:,} keys: authenticate p50 "
+                f"{authenticate.p50_ms:.1f} ms, create p50 {create.p50_ms:.1f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
     lines = [
         "| keys in the table | authenticate p50 ms | authenticate rps | create p50 ms "
         "| create rps | worker RSS MB after |",
         "|---|---|---|---|---|---|",
     ]
-    results = []
-    present = 2 + PROBE_KEYS  # the two owner keys, the probes
-    asyncio.run(seed.seed(db.url, ACCOUNT_ID, probes=probe_rows, fillers=0))
-    log = options.workdir / f"{db.backend}-growth.log"
-    for size in GROWTH_SIZES:
-        started = time.monotonic()
-        asyncio.run(seed.seed(db.url, ACCOUNT_ID, probes=[], fillers=max(size - present, 0)))
-        present = max(size, present)
-        print(
-            f"{db.backend}: {present:,} keys (seeded in {time.monotonic() - started:.0f} s)",
-            file=sys.stderr,
-            flush=True,
+    for size, measured in runs.items():
+        lines.append(
+            f"| {size:,} | {_median(measured['auth'], 'p50_ms'):.2f} "
+            f"| {_median(measured['auth'], 'rps'):.0f} "
+            f"| {_median(measured['create'], 'p50_ms'):.2f} "
+            f"| {_median(measured['create'], 'rps'):.0f} "
+            f"| {max(run.rss_mb for run in measured['create']):.0f} |"
         )
-        with serving(service_argv(), db.env, log) as server:
-            me = server.base_url + "/me"
-            header_file = _header_file(options.workdir / "probes.txt", probes, me)
-            authenticate = measure(options, server, "GET", me, header_file=header_file)
-            create_url = server.base_url + SCENARIOS[2].path
-            create = measure(
-                options,
-                server,
-                "POST",
-                create_url,
-                headers=signed(db.signing, create_url, CREATE_BODY),
-            )
-            results.append((present, authenticate, create))
-            lines.append(
-                f"| {present:,} | {authenticate.p50_ms:.2f} | {authenticate.rps:.0f} "
-                f"| {create.p50_ms:.2f} | {create.rps:.0f} | {create.rss_mb:.0f} |"
-            )
-    (_, small_auth, small_create), (_, large_auth, large_create) = results
-    auth_growth = large_auth.p50_ms / small_auth.p50_ms - 1
-    create_growth = large_create.p50_ms / small_create.p50_ms - 1
+    small_size, large_size = GROWTH_SIZES
+    auth_growth = (
+        _median(runs[large_size]["auth"], "p50_ms") / _median(runs[small_size]["auth"], "p50_ms")
+        - 1
+    )
+    create_growth = (
+        _median(runs[large_size]["create"], "p50_ms")
+        / _median(runs[small_size]["create"], "p50_ms")
+        - 1
+    )
+    rss = max(run.rss_mb for run in runs[large_size]["create"])
     lines += [
         "",
-        f"Growth of p50 from {results[0][0]:,} to {results[1][0]:,} keys: authenticate "
+        f"Growth of the median p50 from {small_size:,} to {large_size:,} keys: authenticate "
         f"{auth_growth:+.0%}, create {create_growth:+.0%} (target: within ±25%: "
         f"{_verdict(abs(auth_growth) <= 0.25)} / {_verdict(abs(create_growth) <= 0.25)}); "
-        f"worker RSS {large_create.rss_mb:.0f} MB (target ≤ 150 MB: "
-        f"{_verdict(large_create.rss_mb <= 150)}).",
+        f"worker RSS after the {large_size:,}-key runs at most {rss:.0f} MB "
+        f"(target ≤ 150 MB: {_verdict(rss <= 150)}).",
     ]
     return lines
 
@@ -576,16 +603,17 @@ def machine() -> list[str]:
     ]
 
 
-def write_report(path: Path, options: Options, sections: list[str], command: Sequence[str]) -> None:
+def write_report(
+    path: Path, options: Options, sections: list[str], command: Sequence[str], in_turn: str
+) -> None:
     header = [
         "# Benchmark results",
         "",
         f"Written by `python -m bench {' '.join(command)}`. Each figure is the median of "
         f"{options.rounds} run(s) of {options.duration} s ({options.warmup} s warm-up) at "
-        f"{options.connections} connections from {options.threads} wrk threads, the baseline "
-        "and the service started in turn. Ratios are the service's median over the "
-        "baseline's. The machine is shared: rps moves with other tenants' load, requests per "
-        "server CPU-second much less; read the CPU ratio when the two disagree.",
+        f"{options.connections} connections from {options.threads} wrk threads, {in_turn}. "
+        "The machine is shared: rps moves with other tenants' load, requests per server "
+        "CPU-second much less; read the CPU ratio when the two disagree.",
         "",
         *machine(),
         "",
@@ -622,10 +650,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         for backend in args.backends.split(","):
             with database(backend, options.workdir, args.postgres_url) as db:
                 if args.growth:
-                    title = f"## Growth, {backend}"
-                    sections += [title, "", *growth(options, db), ""]
+                    with database(backend, options.workdir, args.postgres_url) as large:
+                        lines = growth(options, db, large)
+                    sections += [f"## Growth, {backend}", "", *lines, ""]
                 else:
                     runs = compare(options, db)
                     sections += [f"## {backend}", "", *comparison_table(backend, runs), ""]
-        write_report(output, options, sections, sys.argv[1:] if argv is None else argv)
+        in_turn = (
+            "the service started on the 1,000-key and the 1,000,000-key database in turn"
+            if args.growth
+            else "the baseline and the service started in turn; ratios are the service's "
+            "median over the baseline's"
+        )
+        write_report(output, options, sections, sys.argv[1:] if argv is None else argv, in_turn)
     print(output.read_text())
