@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from apikeys import security
 from apikeys.config import async_database_url
@@ -136,6 +138,31 @@ async def test_a_key_of_an_account_that_does_not_exist_fails_alone(world: World)
     assert not isinstance(outcomes[1], BaseException)
     assert outcomes[1].account_id == OTHER_ACCOUNT_ID
     assert await count(world, ApiKey) == 1
+
+
+async def test_a_key_the_database_refuses_fails_alone_and_its_error_hides_the_values(
+    world: World,
+) -> None:
+    writer = world.services.writer
+    first = new_key(name="first")
+    twin = NewKey(replace(first.row, name="same public id"), None, COMMAND_LINE)
+    # Valid in Python, but no UTC year in 1-9999: the driver cannot be given it.
+    beyond = replace(
+        new_key().row,
+        expires_at=datetime(9999, 12, 31, 23, 30, tzinfo=timezone(-timedelta(hours=1))),
+    )
+    keys = [first, twin, NewKey(beyond, None, COMMAND_LINE), new_key(name="last")]
+
+    outcomes = await asyncio.gather(*(writer.add(key) for key in keys), return_exceptions=True)
+
+    assert [getattr(outcome, "name", None) for outcome in outcomes] == [
+        "first", None, None, "last",
+    ]  # fmt: skip
+    assert isinstance(outcomes[1], IntegrityError)
+    assert isinstance(outcomes[2], StatementError)
+    assert first.row.public_id not in str(outcomes[1])
+    assert first.row.secret_digest.hex() not in str(outcomes[1])
+    assert await count(world, ApiKey) == 2
 
 
 async def test_a_caller_that_goes_away_leaves_the_others_their_keys(world: World) -> None:

@@ -52,6 +52,9 @@ class Database:
     def __init__(self, url: URL, timeout: float) -> None:
         # pydantic-core encodes the audit trail's JSON column several times faster than json.
         options: dict[str, Any] = {
+            # A statement's parameters (digests, ciphertexts, names) stay out of error texts,
+            # which end up in logs.
+            "hide_parameters": True,
             "pool_timeout": timeout,
             "json_serializer": lambda value: to_json(value).decode(),
         }

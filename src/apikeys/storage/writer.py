@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
 from apikeys.domain import KEY_CREATED, ApiKeyInfo
 from apikeys.storage import repository
@@ -42,19 +42,19 @@ class KeyWriter:
     Most of what a key's creation costs is its transaction (the begin, each statement's round
     trip, the commit), not its rows. So keys asked for while a transaction runs wait, and the
     next one takes them all, up to MAX_BATCH, in the same few statements. A key asked for
-    alone is written at once; but right after a batch of several, whose callers then all ask
-    again at about the same moment, the next batch waits a millisecond for them rather than
-    leave with the first (on this service's benchmark, that took the mean batch from 17 keys to
-    31 and the CPU per key down by a quarter). Each caller hears back only once its key is
-    committed, and a key that cannot be written fails alone.
+    alone is written at once; but after a batch of several, whose callers then all ask again
+    at about the same moment, the next batch waits a millisecond for them rather than leave
+    with the first (on this service's benchmark, that took the mean batch from 17 keys to 31
+    and the CPU per key down by a quarter); so does a lone key that follows such a batch.
+    Each caller hears back only once its key is committed, and a key that cannot be written
+    fails alone.
 
     A caller must not hold a transaction that writes while it waits: on SQLite, whose one
     write lock covers the whole file, the writer would wait for it in turn.
     """
 
-    def __init__(self, database: Database, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, database: Database) -> None:
         self._database = database
-        self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
         self._flushing: asyncio.Task[None] | None = None
         self._last_batch_size = 0
@@ -81,11 +81,9 @@ class KeyWriter:
                 # A caller gone before its transaction begins gets no key: nobody would ever
                 # learn its secret.
                 batch = [
-                    waiting
-                    for waiting in self._waiting[: self._max_batch]
-                    if not waiting.created.done()
+                    waiting for waiting in self._waiting[:MAX_BATCH] if not waiting.created.done()
                 ]
-                del self._waiting[: self._max_batch]
+                del self._waiting[:MAX_BATCH]
                 self._last_batch_size = len(batch)
                 if batch:
                     await self._write(batch)
@@ -103,17 +101,15 @@ class KeyWriter:
                 infos = await repository.add_keys(
                     connection, [waiting.key for waiting in batch], KEY_CREATED
                 )
-        except IntegrityError as error:
-            if len(batch) == 1:
+        except Exception as error:
+            if len(batch) == 1 or not _about_the_data(error):
                 _fail(batch, error)
                 return
             # Not something a request can cause once validated; but if it happens, only the
             # key at fault should fail, so each is tried on its own.
             for waiting in batch:
-                await self._write([waiting])
-            return
-        except Exception as error:
-            _fail(batch, error)
+                if not waiting.created.done():
+                    await self._write([waiting])
             return
         for waiting, info in zip(batch, infos, strict=True):
             if not waiting.created.done():  # gone during the transaction: its key stays
@@ -142,6 +138,15 @@ async def _refuse_unknown_references(
         else:
             accepted.append(waiting)
     return accepted
+
+
+def _about_the_data(error: Exception) -> bool:
+    """Whether the error may be one row's doing (a constraint, a value that cannot be bound),
+    rather than the database's (unreachable, timed out), which trying each key again would
+    only meet once per key."""
+    if isinstance(error, IntegrityError):
+        return True
+    return isinstance(error, StatementError) and not isinstance(error, DBAPIError)
 
 
 def _fail(batch: list[_Waiting], error: Exception) -> None:
