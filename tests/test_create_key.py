@@ -189,6 +189,7 @@ async def test_future_expiry_is_kept_and_shown_in_utc(world: World) -> None:
         "4102444800",
         "next week",
         "2099-13-01T00:00:00Z",
+        "9999-12-31T23:30:00-01:00",  # year 10000 in UTC
     ],
 )
 async def test_invalid_expiry_is_422(world: World, expires_at: Any) -> None:

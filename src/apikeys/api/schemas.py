@@ -62,7 +62,14 @@ def _parse_rfc3339(value: Any) -> Any:
             )
         # Python's parser takes at most microseconds; finer digits carry no meaning here.
         value = re.sub(r"(\.\d{6})\d+", r"\1", value)
-        return datetime.fromisoformat(value.upper())
+        try:
+            # In UTC now: a time that has no UTC year in 1-9999 is refused here, not by the
+            # database write.
+            return datetime.fromisoformat(value.upper()).astimezone(UTC)
+        except OverflowError:
+            raise PydanticCustomError(
+                "rfc3339", "must be a date-time between years 1 and 9999 in UTC"
+            ) from None
     if value is None:
         return None
     raise PydanticCustomError(
