@@ -22,6 +22,7 @@ from apikeys.security import (
     generate_secret,
     has_valid_checksum,
 )
+from apikeys.service.authentication import BearerCredentials
 from apikeys.service.keys import IssuedKey
 
 DIGITS = string.digits + string.ascii_uppercase + string.ascii_lowercase
@@ -153,7 +154,7 @@ def test_digest_is_hmac_sha256_under_a_key_derived_from_the_master_key() -> None
         assert keeper.digest(secret) == hmac.digest(digest_key, secret.encode(), "sha256")
 
 
-def test_repr_of_keeper_and_issued_key_hides_secrets() -> None:
+def test_repr_of_keeper_issued_key_and_credentials_hides_secrets() -> None:
     master = os.urandom(32)
     secret = generate_secret("cvsk_")
     info = ApiKeyInfo(
@@ -171,7 +172,9 @@ def test_repr_of_keeper_and_issued_key_hides_secrets() -> None:
         revoked_at=None,
     )
     issued = IssuedKey(info, secret)
-    shown = repr(SecretKeeper(master)) + repr(issued) + str(issued)
+    shown = (
+        repr(SecretKeeper(master)) + repr(issued) + str(issued) + repr(BearerCredentials(secret))
+    )
 
     assert secret not in shown
     assert secret[len("cvsk_") : -6] not in shown
