@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import re
+import select
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -79,6 +80,33 @@ async def test_access_lines_made_in_one_loop_turn_are_written_together_as_text()
         first,
     )
     assert second.endswith("GET /me 401 route=/me status=401 key=None")
+
+
+class WriteRecorder(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+async def test_access_lines_go_out_in_whole_lines_of_at_most_pipe_buf_bytes() -> None:
+    # Workers share one stderr pipe: only writes of up to PIPE_BUF bytes never interleave.
+    stream = WriteRecorder()
+    access_log = AccessLog("json", enabled=True, stream=stream)
+    routes = [f"/é{'x' * (n % 300)}" for n in range(200)]
+
+    for route in routes:
+        access_log.write(f"GET {route} 200", {"route": route})
+    await asyncio.sleep(0)
+
+    assert len(stream.writes) > 1
+    assert all(len(write.encode()) <= select.PIPE_BUF for write in stream.writes)
+    assert all(write.endswith("\n") for write in stream.writes)
+    written = [json.loads(line)["route"] for line in stream.getvalue().splitlines()]
+    assert written == routes
 
 
 async def test_no_access_line_when_the_level_is_above_info() -> None:

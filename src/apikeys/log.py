@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal, TextIO
@@ -136,11 +138,29 @@ class AccessLog:
         # Looked up now rather than kept, so a redirected stderr (pytest's capture) is seen.
         stream = self._stream or sys.stderr
         try:
-            stream.write("\n".join(lines) + "\n")
-            stream.flush()
+            for chunk in _whole_lines_per_write(lines):
+                stream.write(chunk)
+                stream.flush()
         except (OSError, ValueError):
             # A full disk or a closed stderr loses these lines; it must not fail requests.
             pass
+
+
+def _whole_lines_per_write(lines: list[str]) -> Iterator[str]:
+    """The lines joined into writes of at most PIPE_BUF bytes (but one line each at least):
+    the workers of `apikeys serve --workers N` share one stderr, and only a write that small
+    to a pipe is never interleaved with another process's."""
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        length = (len(line) if line.isascii() else len(line.encode())) + 1
+        if chunk and size + length > select.PIPE_BUF:
+            yield "\n".join(chunk) + "\n"
+            chunk, size = [], 0
+        chunk.append(line)
+        size += length
+    if chunk:
+        yield "\n".join(chunk) + "\n"
 
 
 def configure_logging(log_format: LogFormat, level: str) -> None:
