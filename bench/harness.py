@@ -467,9 +467,6 @@ def verification_costs() -> list[str]:
 # --- growth --------------------------------------------------------------------------------
 
 GROWTH_SIZES = (1_000, 1_000_000)
-# Every key of the small table but the two owner keys; taken in turn, each comes back after
-# the cache has let it go at the load this machine sustains.
-PROBE_KEYS = GROWTH_SIZES[0] - 2
 
 
 def _header_file(path: Path, probes: list[seed.ProbeKey], url: str) -> Path:
@@ -481,12 +478,12 @@ def _header_file(path: Path, probes: list[seed.ProbeKey], url: str) -> Path:
     return path
 
 
-def _seed_for_growth(db: Database, size: int) -> list[seed.ProbeKey]:
+def _seed_for_growth(db: Database, size: int, probe_keys: int) -> list[seed.ProbeKey]:
     """Fill `db` to `size` keys: the two owner keys, the probes and filler; return the probes."""
     keeper = SecretKeeper(base64.b64decode(db.env["APIKEYS_MASTER_KEY"]))
-    probes, probe_rows = seed.make_probe_keys(keeper, "cvrs_", ACCOUNT_ID, PROBE_KEYS)
+    probes, probe_rows = seed.make_probe_keys(keeper, "cvrs_", ACCOUNT_ID, probe_keys)
     started = time.monotonic()
-    fillers = size - 2 - PROBE_KEYS
+    fillers = size - 2 - probe_keys
     asyncio.run(seed.seed(db.url, ACCOUNT_ID, probes=probe_rows, fillers=fillers))
     print(
         f"{db.backend}: {size:,} keys (seeded in {time.monotonic() - started:.0f} s)",
@@ -496,20 +493,25 @@ def _seed_for_growth(db: Database, size: int) -> list[seed.ProbeKey]:
     return probes
 
 
-def growth(options: Options, small: Database, large: Database) -> list[str]:
-    """p50 of authenticate and of create with 1,000 and with 1,000,000 keys in the table.
+def growth(
+    options: Options, small: Database, large: Database, sizes: tuple[int, int] = GROWTH_SIZES
+) -> list[str]:
+    """p50 of authenticate and of create with `sizes` keys in the table (by default 1,000 and
+    1,000,000).
 
     Two databases, seeded once; the service is started on each in turn, A B A B, for
-    `--rounds` rounds, so drift hits both sizes alike. Authentication spreads over 998 probe
-    keys taken in turn, so most requests miss the in-process cache and run the indexed lookup.
-    Each create run adds its keys to its table (a few thousand: small beside 1,000,000).
+    `--rounds` rounds, so drift hits both sizes alike. Authentication spreads over probe keys
+    taken in turn, every key of the small table but the two owner keys (998 by default), so
+    most requests miss the in-process cache and run the indexed lookup. Each create run adds
+    its keys to its table (a few thousand: small beside 1,000,000).
     """
-    sizes = dict(zip(GROWTH_SIZES, (small, large), strict=True))
-    probes = {size: _seed_for_growth(db, size) for size, db in sizes.items()}
+    small_size, large_size = sizes
+    databases = {small_size: small, large_size: large}
+    probes = {size: _seed_for_growth(db, size, small_size - 2) for size, db in databases.items()}
     runs: dict[int, dict[str, list[Run]]] = {size: {"auth": [], "create": []} for size in sizes}
     log = options.workdir / f"{small.backend}-growth.log"
     for round_number in range(1, options.rounds + 1):
-        for size, db in sizes.items():
+        for size, db in databases.items():
             with serving(service_argv(), db.env, log) as server:
                 me = server.base_url + "/me"
                 header_file = _header_file(options.workdir / "probes.txt", probes[size], me)
@@ -543,16 +545,15 @@ def growth(options: Options, small: Database, large: Database) -> list[str]:
             f"| {_median(measured['create'], 'rps'):.0f} "
             f"| {max(run.rss_mb for run in measured['create']):.0f} |"
         )
-    small_size, large_size = GROWTH_SIZES
-    auth_growth = (
-        _median(runs[large_size]["auth"], "p50_ms") / _median(runs[small_size]["auth"], "p50_ms")
-        - 1
-    )
-    create_growth = (
-        _median(runs[large_size]["create"], "p50_ms")
-        / _median(runs[small_size]["create"], "p50_ms")
-        - 1
-    )
+
+    def change(measure: str) -> float:
+        return (
+            _median(runs[large_size][measure], "p50_ms")
+            / _median(runs[small_size][measure], "p50_ms")
+            - 1
+        )
+
+    auth_growth, create_growth = change("auth"), change("create")
     rss = max(run.rss_mb for run in runs[large_size]["create"])
     lines += [
         "",
@@ -621,6 +622,13 @@ def write_report(
     path.write_text("\n".join([*header, *sections]) + "\n")
 
 
+def _sizes(text: str) -> tuple[int, int]:
+    small, large = (int(size) for size in text.split(","))
+    if not 3 <= small < large:
+        raise argparse.ArgumentTypeError("expected SMALL,LARGE with 3 <= SMALL < LARGE")
+    return small, large
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--backends", default="sqlite,postgresql")
@@ -630,6 +638,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--growth", action="store_true", help="the 1,000 vs 1,000,000 keys run")
+    parser.add_argument(
+        "--growth-sizes",
+        type=_sizes,
+        default=GROWTH_SIZES,
+        metavar="SMALL,LARGE",
+        help="keys in the two tables of --growth; default 1000,1000000",
+    )
     parser.add_argument("--output", type=Path, help="default: bench/RESULTS.md, or GROWTH.md")
     parser.add_argument(
         "--postgres-url",
@@ -651,13 +666,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             with database(backend, options.workdir, args.postgres_url) as db:
                 if args.growth:
                     with database(backend, options.workdir, args.postgres_url) as large:
-                        lines = growth(options, db, large)
+                        lines = growth(options, db, large, args.growth_sizes)
                     sections += [f"## Growth, {backend}", "", *lines, ""]
                 else:
                     runs = compare(options, db)
                     sections += [f"## {backend}", "", *comparison_table(backend, runs), ""]
+        small_size, large_size = args.growth_sizes
         in_turn = (
-            "the service started on the 1,000-key and the 1,000,000-key database in turn"
+            f"the service started on the {small_size:,}-key and the {large_size:,}-key "
+            "database in turn"
             if args.growth
             else "the baseline and the service started in turn; ratios are the service's "
             "median over the baseline's"

@@ -44,3 +44,34 @@ def test_the_benchmark_writes_a_table_of_figures_for_the_backend(
         service_rps, baseline_rps = (float(cell) for cell in row.split("|")[2:4])
         assert service_rps > 0 and baseline_rps > 0
     assert re.search(r"\| decrypt \+ HMAC \+ compare \(requestSigning\) \| [0-9.]+ µs", text)
+
+
+def test_the_growth_benchmark_compares_two_tables_of_the_backend(
+    backend: str, tmp_path: Path
+) -> None:
+    report = tmp_path / "GROWTH.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "bench", "--growth", "--growth-sizes", "20,200", "--backends", backend),
+            *("--rounds", "1", "--duration", "1", "--warmup", "0"),
+            *("--connections", "4", "--threads", "1"),
+            *("--output", str(report), "--postgres-url", POSTGRES_ADMIN_URL),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = report.read_text()
+    assert f"## Growth, {backend}" in text
+    for size in ("20", "200"):
+        (row,) = [line for line in text.splitlines() if line.startswith(f"| {size} |")]
+        authenticate_p50, authenticate_rps, create_p50, create_rps, rss = (
+            float(cell) for cell in row.split("|")[2:7]
+        )
+        assert min(authenticate_p50, authenticate_rps, create_p50, create_rps, rss) > 0
+    assert re.search(r"from 20 to 200 keys: authenticate [+-]\d+%, create [+-]\d+%", text)
