@@ -76,6 +76,10 @@ def _table(model: type[Base]) -> Table:
     return Base.metadata.tables[model.__tablename__]
 
 
+def _credential_by(column: InstrumentedAttribute[Any]) -> Executable:
+    return select(*_KEY_COLUMNS, ApiKey.secret_ciphertext).where(column == bindparam("value"))
+
+
 # Built once, so SQLAlchemy reuses each one's compiled form. Core inserts into the tables,
 # not ORM-enabled ones, which cost far more per row.
 _PROJECTS_OF_ACCOUNTS = (
@@ -89,13 +93,10 @@ _PROJECTS_OF_ACCOUNTS = (
     )
     .where(Account.id.in_(bindparam("account_ids", expanding=True)))
 )
+
 # A cache miss on authentication: one indexed lookup, plus the projects of a limited key.
-_CREDENTIAL_BY_PUBLIC_ID = select(*_KEY_COLUMNS, ApiKey.secret_ciphertext).where(
-    ApiKey.public_id == bindparam("value")
-)
-_CREDENTIAL_BY_DIGEST = select(*_KEY_COLUMNS, ApiKey.secret_ciphertext).where(
-    ApiKey.secret_digest == bindparam("value")
-)
+_CREDENTIAL_BY_PUBLIC_ID = _credential_by(ApiKey.public_id)
+_CREDENTIAL_BY_DIGEST = _credential_by(ApiKey.secret_digest)
 _PROJECT_IDS = select(ApiKeyProject.project_id).where(
     ApiKeyProject.api_key_id == bindparam("key_id")
 )
