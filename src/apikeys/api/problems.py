@@ -9,28 +9,17 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
 from apikeys.api.responses import JsonResponse
 from apikeys.errors import ApiError, FieldError, InvalidInput, ServiceUnavailable
+from apikeys.storage.faults import UNAVAILABLE_ERRORS, is_unavailable
 
 logger = logging.getLogger("apikeys.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-
-# What a database that is down, unreachable or too slow raises.
-_UNAVAILABLE = (
-    OperationalError,
-    InterfaceError,
-    DisconnectionError,
-    PoolTimeoutError,
-    OSError,
-    TimeoutError,
-)
-
 
 class ProblemResponse(JsonResponse):
     media_type = PROBLEM_MEDIA_TYPE
@@ -114,12 +103,7 @@ async def _on_http_exception(request: Request, error: Exception) -> ProblemRespo
 
 async def _on_database_error(request: Request, error: Exception) -> ProblemResponse:
     # Any other driver error (a constraint, say) is a fault of ours, for the last-resort 500.
-    # A connection lost in the middle of a statement is not: the pool replaces it.
-    if (
-        isinstance(error, DBAPIError)
-        and not isinstance(error, _UNAVAILABLE)
-        and not error.connection_invalidated
-    ):
+    if not is_unavailable(error):
         raise error
     # Only the error's class is logged: its text can hold SQL.
     logger.warning("database unavailable: %s", type(error).__name__)
@@ -132,5 +116,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(HTTPException, _on_http_exception)
-    for error_type in (*_UNAVAILABLE, DBAPIError):
+    for error_type in (*UNAVAILABLE_ERRORS, DBAPIError):
         app.add_exception_handler(error_type, _on_database_error)
