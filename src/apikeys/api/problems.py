@@ -21,6 +21,7 @@ logger = logging.getLogger("apikeys.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
+
 class ProblemResponse(JsonResponse):
     media_type = PROBLEM_MEDIA_TYPE
 
