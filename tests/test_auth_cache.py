@@ -17,6 +17,7 @@ from apikeys.service.authentication import (
     BearerCredentials,
     CredentialCache,
 )
+from apikeys.service.replay import ReplayGuard
 from apikeys.service.usage import UsageRecorder
 from apikeys.storage.repository import StoredCredential
 from tests.conftest import ACCOUNT_ID, World
@@ -156,6 +157,7 @@ async def test_a_cached_key_is_refused_once_its_expiry_passes(
         signature_max_age=900,
         clock_skew=60,
         usage=UsageRecorder(services.database),
+        replay=ReplayGuard(services.shared_state, clock_skew=60),
         cache_ttl=0.9,
         clock=lambda: now[0],
     )
@@ -170,12 +172,12 @@ async def test_a_cached_key_is_refused_once_its_expiry_passes(
         services.writer, services.keeper, services.prefixes, ACCOUNT_ID, request
     )
     credentials = BearerCredentials(issued.secret)
-    assert (await authenticator.authenticate(credentials)).key == issued.info.key
+    assert (await authenticator.authenticate(credentials, method="GET")).key == issued.info.key
 
     now[0] += 2 * 3600  # past expires_at, while the cache entry is still fresh
     refused = None
     try:
-        await authenticator.authenticate(credentials)
+        await authenticator.authenticate(credentials, method="GET")
     except Unauthenticated as error:
         refused = error
 

@@ -112,7 +112,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # The service itself decides what X-Forwarded-For to believe (apikeys.api.context),
+        # so uvicorn leaves the peer address and scheme as the connection gave them.
+        proxy_headers=False,
         **SERVER_OPTIONS,
     )
 

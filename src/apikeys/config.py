@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 from functools import cached_property
 from pathlib import Path
@@ -56,7 +57,7 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = None
     master_key_file: Path | None = None
     public_url: AnyHttpUrl | None = None
-    # Proxies whose X-Forwarded-For/-Proto are believed (comma-separated addresses, or "*").
+    # Proxies whose X-Forwarded-For is believed: comma-separated addresses or networks.
     forwarded_allow_ips: str = "127.0.0.1"
     signature_max_age: int = Field(default=900, ge=1)
     clock_skew: int = Field(default=60, ge=0)
@@ -70,6 +71,10 @@ class Settings(BaseSettings):
     auth_cache_ttl: float = Field(default=0.5, ge=0, le=0.9)
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
+    # Used signatures and throttle counters live here when set, instead of in the database.
+    redis_url: str | None = None
+    # Prepended to every Redis key, so several deployments can share one Redis.
+    redis_key_prefix: str = "apikeys:"
 
     @field_validator("secret_key_prefix", "request_signing_prefix")
     @classmethod
@@ -77,6 +82,24 @@ class Settings(BaseSettings):
         if not value or not value.isascii() or not value.replace("_", "").isalnum():
             raise ValueError("a prefix is ASCII letters, digits and underscores")
         return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies_are_addresses_or_networks(cls, value: str) -> str:
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an address or network; name the proxies themselves "
+                    "(trusting every peer would let any client choose its own address)"
+                ) from None
+        return value
+
+    @cached_property
+    def trusted_proxies(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        entries = (part.strip() for part in self.forwarded_allow_ips.split(","))
+        return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries if entry)
 
     @cached_property
     def async_database_url(self) -> URL:

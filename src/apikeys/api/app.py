@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from apikeys.api import docs, health, openapi, problems, routes
+from apikeys.api.context import ClientAddresses
 from apikeys.api.deps import Services
 from apikeys.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from apikeys.config import Settings
@@ -17,9 +18,11 @@ from apikeys.log import AccessLog, logs_at
 from apikeys.security import SecretKeeper
 from apikeys.service.authentication import Authenticator
 from apikeys.service.keys import SecretPrefixes
+from apikeys.service.replay import ReplayGuard
 from apikeys.service.throttle import FailureThrottle
 from apikeys.service.usage import UsageRecorder
 from apikeys.storage.database import Database
+from apikeys.storage.shared_state import open_shared_state
 from apikeys.storage.writer import KeyWriter
 
 MAX_BODY_BYTES = 64 * 1024
@@ -27,6 +30,12 @@ MAX_BODY_BYTES = 64 * 1024
 
 def build_services(settings: Settings, database: Database, master_key: bytes) -> Services:
     keeper = SecretKeeper(master_key)
+    shared_state = open_shared_state(
+        database,
+        settings.redis_url,
+        key_prefix=settings.redis_key_prefix,
+        timeout=settings.database_timeout,
+    )
     return Services(
         settings=settings,
         database=database,
@@ -39,10 +48,12 @@ def build_services(settings: Settings, database: Database, master_key: bytes) ->
             signature_max_age=settings.signature_max_age,
             clock_skew=settings.clock_skew,
             usage=UsageRecorder(database),
+            replay=ReplayGuard(shared_state, clock_skew=settings.clock_skew),
             cache_ttl=settings.auth_cache_ttl,
         ),
-        throttle=FailureThrottle(settings.auth_failure_limit),
+        throttle=FailureThrottle(settings.auth_failure_limit, shared_state),
         writer=KeyWriter(database),
+        shared_state=shared_state,
     )
 
 
@@ -66,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await services.writer.close()
             await services.authenticator.close()
+            await services.throttle.close()
+            await services.shared_state.close()
             await database.dispose()
             access_log.flush()
 
@@ -85,5 +98,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs.install(app)
     openapi.install(app)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
-    app.add_middleware(RequestContextMiddleware, access_log=access_log)
+    app.add_middleware(
+        RequestContextMiddleware,
+        access_log=access_log,
+        addresses=ClientAddresses(settings.trusted_proxies),
+    )
     return app

@@ -1,15 +1,20 @@
-"""Reading credentials off a request, and the route class that authenticates first."""
+"""The authentication step: credentials off a request, checked, and the route class that
+runs it before anything else."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+from starlette.types import Scope
 
+from apikeys.api.context import RawHeaders, context_of, header
+from apikeys.api.deps import Services, services_of
 from apikeys.api.openapi import REQUEST_SIGNING_SCHEME, SECRET_KEY_SCHEME
+from apikeys.domain import ApiKeyInfo
 from apikeys.errors import Unauthenticated, UnsupportedMediaType
 from apikeys.security import SignedMessage
 from apikeys.service.authentication import BearerCredentials, Credentials, SignatureCredentials
@@ -26,43 +31,27 @@ MISSING_CREDENTIALS = (
 )
 
 
-RawHeaders = dict[bytes, bytes]
-
-
-def _raw_headers(request: Request) -> RawHeaders:
-    """The request's headers by lower-case name, the first of repeated ones winning.
-
-    Built once per request: looking names up in Starlette's Headers scans the list each
-    time, and raises and catches a KeyError for every header that is absent."""
-    return dict(reversed(request.scope["headers"]))
-
-
-def _header(headers: RawHeaders, name: bytes) -> str:
-    return headers.get(name, b"").decode("latin-1")
-
-
 def _has_body(headers: RawHeaders) -> bool:
     """Whether the request says a body follows (HTTP/1.1 has none without these headers)."""
     return headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
 
 
-def signed_url(request: Request, headers: RawHeaders, public_base_url: str | None) -> str:
+def signed_url(scope: Scope, headers: RawHeaders, public_base_url: str | None) -> str:
     """The absolute URL the client signed: scheme, host, path and query as sent."""
-    scope = request.scope
     raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
     path = raw_path.split(b"?", 1)[0].decode("latin-1")
     query: str = scope.get("query_string", b"").decode("latin-1")
     if public_base_url is None:
-        host = _header(headers, b"host") or "{}:{}".format(*scope["server"])
+        host = header(headers, b"host") or "{}:{}".format(*scope["server"])
         public_base_url = f"{scope['scheme']}://{host}"
     return public_base_url + path + (f"?{query}" if query else "")
 
 
 async def read_credentials(
-    request: Request, headers: RawHeaders, public_base_url: str | None
+    headers: RawHeaders, *, url: str, read_body: Callable[[], Awaitable[bytes]]
 ) -> Credentials:
     # Convert's published Python sample sends the signature as Convert-Authorization.
-    authorization = _header(headers, b"authorization") or _header(headers, b"convert-authorization")
+    authorization = header(headers, b"authorization") or header(headers, b"convert-authorization")
     if not authorization:
         raise Unauthenticated(MISSING_CREDENTIALS)
     scheme, _, parameters = authorization.strip().partition(" ")
@@ -74,8 +63,8 @@ async def read_credentials(
         return BearerCredentials(secret)
     if scheme == "convert-hmac-sha256":
         signature = _SIGNATURE_PARAMETER.fullmatch(parameters)
-        key_id = _header(headers, b"convert-application-id")
-        expires = _header(headers, b"expires")
+        key_id = header(headers, b"convert-application-id")
+        expires = header(headers, b"expires")
         if signature is None:
             raise Unauthenticated(
                 "Malformed Authorization header: expected "
@@ -88,8 +77,8 @@ async def read_credentials(
         message = SignedMessage(
             key_id=key_id,
             expires=expires,
-            url=signed_url(request, headers, public_base_url),
-            body=await request.body() if _has_body(headers) else b"",
+            url=url,
+            body=await read_body() if _has_body(headers) else b"",
         )
         return SignatureCredentials(message, signature.group(1))
     raise Unauthenticated("Unsupported authorization scheme: use Bearer or Convert-HMAC-SHA256")
@@ -106,6 +95,30 @@ def _require_json(request: Request, headers: RawHeaders) -> None:
         raise UnsupportedMediaType(
             f"The body must be application/json, not {media_type or 'untyped'}"
         )
+
+
+async def authenticate(
+    services: Services,
+    headers: RawHeaders,
+    *,
+    client_address: str,
+    method: str,
+    url: str,
+    read_body: Callable[[], Awaitable[bytes]],
+) -> ApiKeyInfo:
+    """The whole authentication step of a request made with `method` to the absolute `url`
+    (the one a signature covers) from `client_address`: the calling key, or an ApiError.
+
+    An address past the failure limit is refused before anything else, its credentials
+    unread; `read_body` is called only for a signed request that has a body."""
+    throttle = services.throttle
+    throttle.check(client_address)
+    try:
+        credentials = await read_credentials(headers, url=url, read_body=read_body)
+        return await services.authenticator.authenticate(credentials, method=method)
+    except Unauthenticated:
+        await throttle.record_failure(client_address)
+        raise
 
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -132,21 +145,17 @@ class AuthenticatedRoute(APIRoute):
         handle = super().get_route_handler()
 
         async def authenticate_then_handle(request: Request) -> Response:
-            services = request.app.state.services
-            headers = _raw_headers(request)
-            try:
-                credentials = await read_credentials(
-                    request, headers, services.settings.public_base_url
-                )
-                request.state.caller = await services.authenticator.authenticate(credentials)
-            except Unauthenticated:
-                # Only failures are throttled: a client with valid credentials behind the same
-                # address (a NAT, a proxy) is never locked out by a noisy neighbour.
-                client = request.client.host if request.client else "unknown"
-                services.throttle.record_failure(client)
-                services.throttle.check(client)
-                raise
-            _require_json(request, headers)
+            services = services_of(request)
+            context = context_of(request.scope)
+            context.caller = await authenticate(
+                services,
+                context.headers,
+                client_address=context.client_address,
+                method=request.method,
+                url=signed_url(request.scope, context.headers, services.settings.public_base_url),
+                read_body=request.body,
+            )
+            _require_json(request, context.headers)
             return await handle(request)
 
         return authenticate_then_handle

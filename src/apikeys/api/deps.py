@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from apikeys.api.context import context_of
 from apikeys.config import Settings
 from apikeys.domain import ApiKeyInfo
 from apikeys.security import SecretKeeper
@@ -15,6 +16,7 @@ from apikeys.service.authentication import Authenticator
 from apikeys.service.keys import SecretPrefixes
 from apikeys.service.throttle import FailureThrottle
 from apikeys.storage.database import AsyncSession, Database
+from apikeys.storage.shared_state import SharedState
 from apikeys.storage.writer import KeyWriter
 
 
@@ -29,6 +31,8 @@ class Services:
     authenticator: Authenticator
     throttle: FailureThrottle
     writer: KeyWriter
+    # Used signatures and failure counts, seen by every replica.
+    shared_state: SharedState
 
 
 # The services and the caller are read off the request, not declared as dependencies:
@@ -42,7 +46,8 @@ def services_of(request: Request) -> Services:
 def caller_of(request: Request) -> ApiKeyInfo:
     """The key the route class authenticated (see apikeys.api.auth) before FastAPI read any
     parameter."""
-    caller: ApiKeyInfo = request.state.caller
+    caller = context_of(request.scope).caller
+    assert caller is not None, "an authenticated route runs only once its caller is known"
     return caller
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from apikeys.api.context import ClientAddresses, RequestContext, context_of, header, read_headers
 from apikeys.api.problems import error_problem, problem
 from apikeys.errors import PayloadTooLarge
 from apikeys.log import AccessLog
@@ -19,32 +20,29 @@ error_log = logging.getLogger("apikeys.errors")
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
 class RequestContextMiddleware:
-    """Gives every request an id (the client's, when it is sane), echoes it in
-    `X-Request-ID`, writes one access-log line, and turns an unhandled exception into a
-    problem+json 500 that carries the id instead of a traceback."""
+    """Makes the request's context (apikeys.api.context): an id (the client's, when it is
+    sane), echoed in `X-Request-ID`, the client address and the headers. Writes one
+    access-log line, and turns an unhandled exception into a problem+json 500 that carries
+    the id instead of a traceback."""
 
-    def __init__(self, app: ASGIApp, access_log: AccessLog) -> None:
+    def __init__(self, app: ASGIApp, access_log: AccessLog, addresses: ClientAddresses) -> None:
         self.app = app
         self.access_log = access_log
+        self.addresses = addresses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        offered = _header(scope, b"x-request-id")
+        headers = read_headers(scope)
+        offered = header(headers, b"x-request-id")
         # 128 random bits in hex, as uuid4().hex but at an eighth of its cost.
         request_id = (
             offered if offered and _SANE_REQUEST_ID.fullmatch(offered) else os.urandom(16).hex()
         )
-        scope.setdefault("state", {})["request_id"] = request_id
+        context = RequestContext(request_id, self.addresses.of(scope), headers)
+        scope.setdefault("state", {})["context"] = context
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -71,9 +69,9 @@ class RequestContextMiddleware:
             )
             await response(scope, receive, send_with_id)
         finally:
-            self._log(scope, status, started, request_id)
+            self._log(scope, status, started, context)
 
-    def _log(self, scope: Scope, status: int, started: float, request_id: str) -> None:
+    def _log(self, scope: Scope, status: int, started: float, context: RequestContext) -> None:
         method = scope["method"]
         route = getattr(scope.get("route"), "path", None) or "(unmatched)"
         fields: dict[str, Any] = {
@@ -81,8 +79,8 @@ class RequestContextMiddleware:
             "route": route,
             "status": status,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            "request_id": request_id,
-            "key": getattr(scope["state"].get("caller"), "key", None),
+            "request_id": context.request_id,
+            "key": context.caller.key if context.caller else None,
         }
         self.access_log.write(f"{method} {route} {status}", fields)
 
@@ -102,11 +100,13 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = _header(scope, b"content-length")
-        if length is None and _header(scope, b"transfer-encoding") is None:
+        headers = context_of(scope).headers
+        announced = headers.get(b"content-length")
+        if announced is None and b"transfer-encoding" not in headers:
             await self.app(scope, receive, send)
             return
-        if length is not None and length.isdigit() and int(length) > self.limit:
+        length = announced.decode("latin-1") if announced is not None else ""
+        if length.isdigit() and int(length) > self.limit:
             await self._too_large(scope, receive, send)
             return
         chunks: list[bytes] = []

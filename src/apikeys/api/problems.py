@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
+from apikeys.api.context import context_of
 from apikeys.api.responses import JsonResponse
 from apikeys.errors import ApiError, FieldError, InvalidInput, ServiceUnavailable
 from apikeys.storage.faults import UNAVAILABLE_ERRORS, is_unavailable
@@ -26,10 +27,8 @@ class ProblemResponse(JsonResponse):
     media_type = PROBLEM_MEDIA_TYPE
 
 
-def request_id_of(scope: Scope) -> str | None:
-    state: dict[str, Any] = scope.get("state", {})
-    request_id = state.get("request_id")
-    return request_id if isinstance(request_id, str) else None
+def request_id_of(scope: Scope) -> str:
+    return context_of(scope).request_id
 
 
 def problem(

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from apikeys.api.auth import AuthenticatedRoute
+from apikeys.api.context import context_of
 from apikeys.api.deps import SessionDep, caller_of, services_of
 from apikeys.api.openapi import (
     AUTHENTICATED_RESPONSES,
@@ -37,10 +38,8 @@ Cursor = Annotated[str | None, Query(description="next_cursor from the previous 
 
 
 def _origin(request: Request) -> Origin:
-    return Origin(
-        client_address=request.client.host if request.client else None,
-        request_id=request.state.request_id,
-    )
+    context = context_of(request.scope)
+    return Origin(client_address=context.client_address, request_id=context.request_id)
 
 
 @router.post(

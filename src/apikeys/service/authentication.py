@@ -14,6 +14,7 @@ from apikeys import security
 from apikeys.domain import ApiKeyInfo, KeyType
 from apikeys.errors import Unauthenticated
 from apikeys.security import SecretKeeper, SignedMessage
+from apikeys.service.replay import ReplayGuard
 from apikeys.service.usage import UsageRecorder
 from apikeys.storage import repository
 from apikeys.storage.database import Database
@@ -125,9 +126,10 @@ class CredentialCache:
 
 
 class Authenticator:
-    """Checks credentials in a fixed order: parse, look up, verify the secret, then the
-    key's state. So a wrong secret gets the same answer whatever the key's state, and a
-    lookup miss still spends the same work as a hit."""
+    """Checks credentials in a fixed order: look up, verify the secret, the key's state,
+    then (for a signature) the replay rule. So a wrong secret gets the same answer whatever
+    the key's state, a lookup miss still spends the same work as a hit, and nobody can use
+    up someone else's signature with a request that would not have been accepted."""
 
     def __init__(
         self,
@@ -138,11 +140,13 @@ class Authenticator:
         signature_max_age: int,
         clock_skew: int,
         usage: UsageRecorder,
+        replay: ReplayGuard,
         cache_ttl: float = CACHE_TTL_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._database = database
         self._usage = usage
+        self._replay = replay
         self._keeper = keeper
         self._secret_key_prefix = secret_key_prefix
         self._max_age = signature_max_age
@@ -152,7 +156,8 @@ class Authenticator:
         decoy_id = security.generate_key_id()
         self._decoy = (decoy_id, keeper.encrypt(security.generate_secret("decoy_"), decoy_id))
 
-    async def authenticate(self, credentials: Credentials) -> ApiKeyInfo:
+    async def authenticate(self, credentials: Credentials, *, method: str) -> ApiKeyInfo:
+        """The calling key of a request made with `method`, or Unauthenticated."""
         now = self._clock()
         if isinstance(credentials, BearerCredentials):
             key = await self._verify_bearer(credentials)
@@ -160,6 +165,10 @@ class Authenticator:
             key = await self._verify_signature(credentials, now)
         if not key.is_active(now):
             raise Unauthenticated("The API key has been revoked or has expired")
+        if isinstance(credentials, SignatureCredentials):
+            await self._replay.admit(
+                credentials.signature, method, int(credentials.message.expires)
+            )
         self._usage.record(key, now)
         return key
 

@@ -132,3 +132,37 @@ class AuditEvent(Base):
     client_address: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime]
+
+
+class UsedSignature(Base):
+    """A signature that authenticated a request, bound to that request's method."""
+
+    __tablename__ = "used_signatures"
+    __table_args__ = (Index("ix_used_signatures_forget_at", "forget_at"),)
+
+    # Lower-case hex of the HMAC-SHA256.
+    signature: Mapped[str] = mapped_column(String(64), primary_key=True)
+    method: Mapped[str] = mapped_column(String(16))
+    # UNIX seconds: the signature's Expires plus the clock skew, past which it is deleted.
+    forget_at: Mapped[int] = mapped_column(Integer)
+
+
+class AuthFailure(Base):
+    """Failed authentications from one client address in one second (UNIX seconds)."""
+
+    __tablename__ = "auth_failures"
+    __table_args__ = (Index("ix_auth_failures_second", "second"),)
+
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    second: Mapped[int] = mapped_column(Integer, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+
+
+class AuthBlock(Base):
+    """A client address past the failure limit, refused until `until` (UNIX seconds)."""
+
+    __tablename__ = "auth_blocks"
+    __table_args__ = (Index("ix_auth_blocks_until", "until"),)
+
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    until: Mapped[int] = mapped_column(Integer)
