@@ -17,9 +17,13 @@ from apikeys.service.throttle import WINDOW_SECONDS, FailureThrottle
 from apikeys.storage.models import AuthFailure
 from apikeys.storage.redis_state import RedisSharedState
 from apikeys.storage.shared_state import CLEANUP_SECONDS, DatabaseSharedState
+from tests import stores
 from tests.conftest import World
 from tests.signing import bearer_headers
-from tests.stores import backend, placement, store_settings  # noqa: F401 (fixtures)
+from tests.stores import store_settings
+
+# The database store on both databases, and Redis.
+backend, placement = stores.backend, stores.placement
 
 LIMIT = 3
 BAD = bearer_headers("cvsk_" + "x" * 49)
