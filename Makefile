@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint postgres chromium nginx wrk container-smoke bench bench-growth
+.PHONY: run test lint postgres redis chromium nginx wrk container-smoke bench bench-growth
 
 $(BIN)/apikeys: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ run: $(BIN)/apikeys
 postgres:
 	@./.ci/ensure-postgres
 
+redis:
+	@./.ci/ensure-redis
+
 chromium:
 	@./.ci/ensure-chromium
 
@@ -41,7 +44,7 @@ lint: $(VENV)/.test-deps
 	$(BIN)/mypy
 	$(BIN)/mypy bench
 
-test: lint postgres chromium nginx wrk
+test: lint postgres redis chromium nginx wrk
 	$(BIN)/pytest
 	./.ci/container-smoke
 

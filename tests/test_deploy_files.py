@@ -61,3 +61,10 @@ def test_compose_runs_migrations_once_before_two_replicas_behind_the_proxy() -> 
     assert services["api"]["environment"]["APIKEYS_PUBLIC_URL"] == "http://localhost:8080"
     assert "127.0.0.1:8080:8080" in services["proxy"]["ports"]
     assert "ports" not in services["api"]
+
+
+def test_compose_replicas_trust_only_the_proxy_for_forwarded_addresses() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+
+    proxy_address = services["proxy"]["networks"]["default"]["ipv4_address"]
+    assert services["api"]["environment"]["APIKEYS_FORWARDED_ALLOW_IPS"] == proxy_address
