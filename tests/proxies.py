@@ -12,12 +12,17 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
+from tests import servers
+from tests.live import LiveService
 from tests.servers import free_port
+from tests.signing import bearer_headers, signed_headers
 
 ROOT = Path(__file__).resolve().parent.parent
 FORWARD_AUTH_CONF = ROOT / "deploy" / "nginx-forward-auth.conf"
@@ -201,3 +206,58 @@ def traefik(directory: Path, service_url: str, api_url: str) -> Iterator[Running
         yield Running(f"http://127.0.0.1:{port}", log)
     finally:
         _stop(process)
+
+
+# --- the keys the forward-auth tests present -------------------------------------------------
+
+REVOCATION_BOUND_SECONDS = 1.0  # SPEC §3: on every replica within one second
+
+
+@dataclass(frozen=True)
+class Made:
+    key: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Keys:
+    browse: Made  # secretKey, every project
+    edit_project_one: Made  # secretKey, project 1 only
+    signing: Made  # requestSigning, edit, every project
+
+
+def create_key(live: LiveService, **body: Any) -> Made:
+    response = httpx.post(
+        live.keys_url, json=body, headers=bearer_headers(live.bearer_owner.secret), timeout=10
+    )
+    assert response.status_code == 201, response.text
+    return Made(response.json()["key"], response.json()["secret"])
+
+
+def revoke(live: LiveService, made: Made) -> None:
+    response = httpx.delete(
+        f"{live.keys_url}/{made.key}", headers=bearer_headers(live.bearer_owner.secret)
+    )
+    assert response.status_code == 204
+
+
+@pytest.fixture(scope="module")
+def keys(live: LiveService) -> Keys:
+    servers.cli(
+        [
+            *("projects", "create", "--account", str(live.account_id), "--name", "Shop"),
+            *("--id", "2", "--json"),
+        ],
+        live.env,
+    )
+    return Keys(
+        browse=create_key(live, name="browse", type="secretKey", role="browse"),
+        edit_project_one=create_key(
+            live, name="project one", type="secretKey", role="edit", projects=[1]
+        ),
+        signing=create_key(live, name="signing", type="requestSigning", role="edit"),
+    )
+
+
+def signed(made: Made, url: str, body: bytes = b"") -> dict[str, str]:
+    return signed_headers(made.key, made.secret, url, body)

@@ -6,65 +6,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 import pytest
 
-from tests import proxies, servers
+from tests import proxies
 from tests.live import LiveService, live_fixture  # noqa: F401
-from tests.signing import bearer_headers, signed_headers
+from tests.proxies import REVOCATION_BOUND_SECONDS, Keys, create_key, keys, revoke, signed
+from tests.signing import bearer_headers
+
+__all__ = ["keys"]
 
 pytestmark = pytest.mark.full
-
-REVOCATION_BOUND_SECONDS = 1.0  # SPEC §3: on every replica within one second
-
-
-@dataclass(frozen=True)
-class Made:
-    key: str
-    secret: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class Keys:
-    browse: Made  # secretKey, every project
-    edit_project_one: Made  # secretKey, project 1 only
-    signing: Made  # requestSigning, edit, every project
-
-
-def create_key(live: LiveService, **body: Any) -> Made:
-    response = httpx.post(
-        live.keys_url, json=body, headers=bearer_headers(live.bearer_owner.secret), timeout=10
-    )
-    assert response.status_code == 201, response.text
-    return Made(response.json()["key"], response.json()["secret"])
-
-
-def revoke(live: LiveService, made: Made) -> None:
-    response = httpx.delete(
-        f"{live.keys_url}/{made.key}", headers=bearer_headers(live.bearer_owner.secret)
-    )
-    assert response.status_code == 204
-
-
-@pytest.fixture(scope="module")
-def keys(live: LiveService) -> Keys:
-    servers.cli(
-        [
-            *("projects", "create", "--account", str(live.account_id), "--name", "Shop"),
-            *("--id", "2", "--json"),
-        ],
-        live.env,
-    )
-    return Keys(
-        browse=create_key(live, name="browse", type="secretKey", role="browse"),
-        edit_project_one=create_key(
-            live, name="project one", type="secretKey", role="edit", projects=[1]
-        ),
-        signing=create_key(live, name="signing", type="requestSigning", role="edit"),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +35,6 @@ def front(
     api_port = int(api.base_url.rpartition(":")[2])
     with proxies.nginx(tmp_path_factory.mktemp("front"), service_port, api_port) as running:
         yield running.base_url
-
-
-def signed(made: Made, url: str, body: bytes = b"") -> dict[str, str]:
-    return signed_headers(made.key, made.secret, url, body)
 
 
 def test_a_bearer_key_gets_through_and_the_api_sees_its_account(
