@@ -16,7 +16,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,7 +274,7 @@ class KeyVerifier:
 
 def require_key(
     role: str | None = None, project_param: str | None = None
-) -> Callable[[Request], Awaitable[VerifiedKey]]:
+) -> Callable[[Request], Coroutine[Any, Any, VerifiedKey]]:
     """A FastAPI dependency: the request's key, verified by the app's KeyVerifier (see
     KeyVerifier.install), holding at least `role` and covering the project named by the path
     parameter `project_param`; else the service's own 401/403/429 problem.
