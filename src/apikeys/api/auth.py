@@ -120,9 +120,9 @@ async def authenticate(
     """The one authentication step, for the service's own routes and for /verify alike: the
     calling key, or the ApiError to answer with.
 
-    `headers` are the request's by lower-case name, `url` the absolute URL it was sent to,
-    `client_address` the client the throttle counts, and `read_body` gives the raw body (it is
-    called only for a signed request that has one)."""
+    `headers` are the request's by lower-case name, `method` and `url` the method and the
+    absolute URL it was sent with, `client_address` the client the throttle counts, and
+    `read_body` gives the raw body (it is called only for a signed request that has one)."""
     try:
         credentials = await read_credentials(headers, url=url, read_body=read_body)
         key = await services.authenticator.authenticate(credentials)

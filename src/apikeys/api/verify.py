@@ -45,9 +45,7 @@ class AddressGate:
         self._networks = tuple(networks)
         self._known: dict[str, bool] = {}
 
-    def allows(self, address: str | None) -> bool:
-        if address is None:
-            return False
+    def allows(self, address: str) -> bool:
         allowed = self._known.get(address)
         if allowed is None:
             allowed = self._inside(address)
@@ -179,8 +177,8 @@ class OperatorRoutes:
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
-        peer = client[0] if client else None
-        if not self.gate.allows(peer):
+        peer: str | None = client[0] if client else None
+        if peer is None or not self.gate.allows(peer):
             await not_found(scope)(scope, receive, send)
             return
         services: Services = scope["app"].state.services
@@ -189,7 +187,6 @@ class OperatorRoutes:
             await self._metrics(services, send)
             return
         scope["route"] = _VERIFY_ROUTE
-        assert peer is not None
         await self._verify(services, peer, scope, receive, send)
 
     async def _verify(
