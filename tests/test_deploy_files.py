@@ -8,10 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from apikeys.config import Settings
 from tests.proxies import traefik_dynamic_config
+
+pytestmark = pytest.mark.full
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERNETES = ROOT / "deploy" / "kubernetes.yaml"
