@@ -61,14 +61,14 @@ class AddressGate:
         return any(ip in network for network in self._networks)
 
 
-class Route:
+class RouteTemplate:
     """What the access log and the metrics name a request by (they read `path`)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
 
 
-_VERIFY_ROUTE, _METRICS_ROUTE = Route(VERIFY_PATH), Route(METRICS_PATH)
+_VERIFY_ROUTE, _METRICS_ROUTE = RouteTemplate(VERIFY_PATH), RouteTemplate(METRICS_PATH)
 
 
 def client_address(scope: Scope, peer: str) -> str:
