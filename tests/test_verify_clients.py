@@ -3,7 +3,8 @@ only TCP peers in APIKEYS_VERIFY_ALLOW (SPEC §9)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 from apikeys.api.app import create_app
 from apikeys.config import Settings
 from apikeys.domain import KeyType
+from apikeys.security import generate_secret
 from tests.conftest import World, random_master_key
 from tests.signing import bearer_headers, signed_headers
 
@@ -122,3 +124,31 @@ async def test_public_url_replaces_the_forwarded_scheme_and_host(database_url: s
         public = await http.get("/verify", headers=headers | forwarded | {"X-Forwarded-Uri": uri})
 
     assert public.status_code == 200, public.text
+
+
+@pytest.fixture
+def silent_database() -> Iterator[str]:
+    """A PostgreSQL URL whose server accepts TCP connections and then never says a word."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"postgresql://postgres@127.0.0.1:{listener.getsockname()[1]}/nothing"
+
+
+async def test_a_database_that_does_not_answer_is_a_503_with_retry_after(
+    silent_database: str,
+) -> None:
+    settings = Settings(
+        database_url=silent_database, master_key=random_master_key(), database_timeout=1
+    )
+    application = create_app(settings)
+    secret = generate_secret(settings.secret_key_prefix)  # well formed: it reaches the lookup
+    async with (
+        application.router.lifespan_context(application),
+        client_from(application, "127.0.0.1") as http,
+    ):
+        response = await http.get("/verify", headers=bearer_headers(secret))
+
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "retry-after" in response.headers
