@@ -13,20 +13,12 @@ from apikeys.config import Settings
 from tests.conftest import random_master_key
 
 REDIS_URL = os.environ.get("APIKEYS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-# The database store on both databases; Redis beside one of them (the database plays no
-# part in what Redis keeps).
-PLACEMENTS = (("sqlite", "database"), ("postgresql", "database"), ("sqlite", "redis"))
+STORES = ("database", "redis")
 
 
-@pytest.fixture(params=PLACEMENTS, ids=["sqlite", "postgresql", "redis"])
-def placement(request: pytest.FixtureRequest) -> tuple[str, str]:
-    backend, store = request.param
-    return backend, store
-
-
-@pytest.fixture
-def backend(placement: tuple[str, str]) -> str:
-    return placement[0]
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def store_environment(store: str) -> dict[str, str]:

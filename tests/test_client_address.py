@@ -45,5 +45,5 @@ def test_no_forwarded_header_from_a_trusted_proxy_leaves_the_proxy() -> None:
 
 @pytest.mark.parametrize("setting", ["*", "proxy.internal", "10.0.0.0/33"])
 def test_a_trusted_proxy_setting_that_is_not_addresses_is_refused(setting: str) -> None:
-    with pytest.raises(ValidationError, match="not an address or network"):
+    with pytest.raises(ValidationError, match="addresses"):
         Settings(forwarded_allow_ips=setting)

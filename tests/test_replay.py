@@ -21,16 +21,16 @@ from tests import stores
 from tests.conftest import ACCOUNT_ID, World
 from tests.stores import store_settings
 
-# The database store on both databases, and Redis.
-backend, placement = stores.backend, stores.placement
+# Every test on each store: the database, and Redis.
+store = stores.store
 
 KEYS_PATH = f"/accounts/{ACCOUNT_ID}/api-keys"
 SIGNATURE = "ab" * 32
 
 
 @pytest.fixture
-def settings(database_url: str, placement: tuple[str, str]) -> Settings:
-    return store_settings(database_url, placement[1])
+def settings(database_url: str, store: str) -> Settings:
+    return store_settings(database_url, store)
 
 
 async def test_a_signed_get_replayed_as_delete_is_401_and_the_key_stays(world: World) -> None:

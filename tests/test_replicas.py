@@ -19,8 +19,8 @@ from tests.stores import store_environment
 
 pytestmark = pytest.mark.full
 
-# The database store on both databases, and Redis.
-backend, placement = stores.backend, stores.placement
+# Every test on each store: the database, and Redis.
+store = stores.store
 
 ACCOUNT_ID = 10
 LIMIT = 6
@@ -69,9 +69,9 @@ def eventually_429(url: str, headers: dict[str, str]) -> int:
 
 
 def test_a_signature_used_on_one_replica_is_used_on_the_other(
-    database_url: str, placement: tuple[str, str], tmp_path: Path
+    database_url: str, store: str, tmp_path: Path
 ) -> None:
-    with two_replicas(database_url, placement[1], tmp_path) as (first, second, owners):
+    with two_replicas(database_url, store, tmp_path) as (first, second, owners):
         signing = owners["requestSigning"]
         keys_path = f"/accounts/{ACCOUNT_ID}/api-keys"
 
@@ -112,12 +112,14 @@ def test_a_signature_used_on_one_replica_is_used_on_the_other(
 
 
 def test_failures_on_two_replicas_add_up_and_rotating_forwarded_entries_do_not_escape(
-    database_url: str, placement: tuple[str, str], tmp_path: Path
+    database_url: str, store: str, tmp_path: Path
 ) -> None:
     # The loopback peer is not a trusted proxy here: its X-Forwarded-For is the client's own.
-    with two_replicas(
-        database_url, placement[1], tmp_path, APIKEYS_FORWARDED_ALLOW_IPS="192.0.2.254"
-    ) as (first, second, owners):
+    with two_replicas(database_url, store, tmp_path, APIKEYS_FORWARDED_ALLOW_IPS="192.0.2.254") as (
+        first,
+        second,
+        owners,
+    ):
         answers = [
             httpx.get(
                 (first, second)[n % 2].base_url + "/me",
@@ -135,11 +137,11 @@ def test_failures_on_two_replicas_add_up_and_rotating_forwarded_entries_do_not_e
 
 
 def test_the_audit_trail_records_the_address_a_trusted_proxy_saw(
-    database_url: str, placement: tuple[str, str], tmp_path: Path
+    database_url: str, store: str, tmp_path: Path
 ) -> None:
     # The loopback peer is the trusted proxy (the default): the entry it appended counts,
     # never what the client wrote before it, and never something that is not an address.
-    with two_replicas(database_url, placement[1], tmp_path) as (first, _, owners):
+    with two_replicas(database_url, store, tmp_path) as (first, _, owners):
         owner = bearer_headers(owners["secretKey"]["secret"]) | JSON
         keys_url = f"{first.base_url}/accounts/{ACCOUNT_ID}/api-keys"
         for name, forwarded in (

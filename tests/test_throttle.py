@@ -22,16 +22,16 @@ from tests.conftest import World
 from tests.signing import bearer_headers
 from tests.stores import store_settings
 
-# The database store on both databases, and Redis.
-backend, placement = stores.backend, stores.placement
+# Every test on each store: the database, and Redis.
+store = stores.store
 
 LIMIT = 3
 BAD = bearer_headers("cvsk_" + "x" * 49)
 
 
 @pytest.fixture
-def settings(database_url: str, placement: tuple[str, str]) -> Settings:
-    return store_settings(database_url, placement[1], auth_failure_limit=LIMIT)
+def settings(database_url: str, store: str) -> Settings:
+    return store_settings(database_url, store, auth_failure_limit=LIMIT)
 
 
 def client_from(app: FastAPI, address: str) -> httpx.AsyncClient:

@@ -34,6 +34,22 @@ def async_database_url(url: str) -> URL:
     )
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated addresses or networks ("10.0.0.0/8", "::1"); a plain address is a
+    network of one."""
+    try:
+        return tuple(
+            ipaddress.ip_network(item.strip(), strict=False) for item in text.split(",") if item
+        )
+    except ValueError:
+        raise ValueError(
+            f"expected comma-separated IP addresses or networks, not {text!r}"
+        ) from None
+
+
 def decode_master_key(encoded: str, source: str) -> bytes:
     try:
         raw = base64.b64decode(encoded.strip(), validate=True)
@@ -69,6 +85,8 @@ class Settings(BaseSettings):
     # Seconds a looked-up key is trusted before asking the database again; 0 turns it off.
     # Below 1 s, so every replica refuses a revoked key within the promised second.
     auth_cache_ttl: float = Field(default=0.5, ge=0, le=0.9)
+    # Peers that may call /verify and /metrics (comma-separated addresses or networks).
+    verify_allow: str = "127.0.0.1/32,::1/128"
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
     # Used signatures and throttle counters live here when set, instead of in the database.
@@ -83,23 +101,30 @@ class Settings(BaseSettings):
             raise ValueError("a prefix is ASCII letters, digits and underscores")
         return value
 
-    @field_validator("forwarded_allow_ips")
+    @field_validator("verify_allow")
     @classmethod
-    def _proxies_are_addresses_or_networks(cls, value: str) -> str:
-        for entry in filter(None, (part.strip() for part in value.split(","))):
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(
-                    f"{entry!r} is not an address or network; name the proxies themselves "
-                    "(trusting every peer would let any client choose its own address)"
-                ) from None
+    def _verify_allow_is_networks(cls, value: str) -> str:
+        parse_networks(value)
         return value
 
     @cached_property
-    def trusted_proxies(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        entries = (part.strip() for part in self.forwarded_allow_ips.split(","))
-        return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries if entry)
+    def verify_allow_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.verify_allow)
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies_are_addresses_or_networks(cls, value: str) -> str:
+        if value.strip() == "*":
+            raise ValueError(
+                "name the proxies' addresses or networks: trusting every peer would let any "
+                "client choose its own address"
+            )
+        parse_networks(value)
+        return value
+
+    @cached_property
+    def trusted_proxies(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.forwarded_allow_ips)
 
     @cached_property
     def async_database_url(self) -> URL:

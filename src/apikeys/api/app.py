@@ -13,6 +13,7 @@ from apikeys.api import docs, health, openapi, problems, routes
 from apikeys.api.context import ClientAddresses
 from apikeys.api.deps import Services
 from apikeys.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from apikeys.api.verify import OperatorRoutes
 from apikeys.config import Settings
 from apikeys.log import AccessLog, logs_at
 from apikeys.security import SecretKeeper
@@ -21,6 +22,7 @@ from apikeys.service.keys import SecretPrefixes
 from apikeys.service.replay import ReplayGuard
 from apikeys.service.throttle import FailureThrottle
 from apikeys.service.usage import UsageRecorder
+from apikeys.service.verification import ProjectDirectory
 from apikeys.storage.database import Database
 from apikeys.storage.shared_state import open_shared_state
 from apikeys.storage.writer import KeyWriter
@@ -53,6 +55,7 @@ def build_services(settings: Settings, database: Database, master_key: bytes) ->
         ),
         throttle=FailureThrottle(settings.auth_failure_limit, shared_state),
         writer=KeyWriter(database),
+        projects=ProjectDirectory(database),
         shared_state=shared_state,
     )
 
@@ -97,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     docs.install(app)
     openapi.install(app)
+    app.add_middleware(OperatorRoutes, networks=settings.verify_allow_networks)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
     app.add_middleware(
         RequestContextMiddleware,

@@ -1,5 +1,5 @@
-"""The authentication step: credentials off a request, checked, and the route class that
-runs it before anything else."""
+"""The one authentication step (the throttle, credentials read off the raw headers, the
+authenticator, the replay rule), and the route class that runs it before anything else."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.types import Scope
 
+from apikeys import metrics
 from apikeys.api.context import RawHeaders, context_of, header
 from apikeys.api.deps import Services, services_of
 from apikeys.api.openapi import REQUEST_SIGNING_SCHEME, SECRET_KEY_SCHEME
 from apikeys.domain import ApiKeyInfo
-from apikeys.errors import Unauthenticated, UnsupportedMediaType
+from apikeys.errors import TooManyRequests, Unauthenticated, UnsupportedMediaType
 from apikeys.security import SignedMessage
 from apikeys.service.authentication import BearerCredentials, Credentials, SignatureCredentials
 
@@ -31,7 +32,7 @@ MISSING_CREDENTIALS = (
 )
 
 
-def _has_body(headers: RawHeaders) -> bool:
+def has_body(headers: RawHeaders) -> bool:
     """Whether the request says a body follows (HTTP/1.1 has none without these headers)."""
     return headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
 
@@ -50,16 +51,20 @@ def signed_url(scope: Scope, headers: RawHeaders, public_base_url: str | None) -
 async def read_credentials(
     headers: RawHeaders, *, url: str, read_body: Callable[[], Awaitable[bytes]]
 ) -> Credentials:
+    """The credentials the headers present; for a signature, the message over `url` and the
+    body, which `read_body` gives only when the headers announce one."""
     # Convert's published Python sample sends the signature as Convert-Authorization.
     authorization = header(headers, b"authorization") or header(headers, b"convert-authorization")
     if not authorization:
-        raise Unauthenticated(MISSING_CREDENTIALS)
+        raise Unauthenticated(MISSING_CREDENTIALS, "missing")
     scheme, _, parameters = authorization.strip().partition(" ")
     scheme = scheme.lower()
     if scheme == "bearer":
         secret = parameters.strip()
         if not secret or " " in secret:
-            raise Unauthenticated("Malformed Authorization header: expected 'Bearer <secret>'")
+            raise Unauthenticated(
+                "Malformed Authorization header: expected 'Bearer <secret>'", "malformed"
+            )
         return BearerCredentials(secret)
     if scheme == "convert-hmac-sha256":
         signature = _SIGNATURE_PARAMETER.fullmatch(parameters)
@@ -68,33 +73,25 @@ async def read_credentials(
         if signature is None:
             raise Unauthenticated(
                 "Malformed Authorization header: expected "
-                "'Convert-HMAC-SHA256 Signature=<64 hex digits>'"
+                "'Convert-HMAC-SHA256 Signature=<64 hex digits>'",
+                "malformed",
             )
         if not _KEY_ID.fullmatch(key_id):
-            raise Unauthenticated("Missing or malformed Convert-Application-ID header")
+            raise Unauthenticated("Missing or malformed Convert-Application-ID header", "malformed")
         if not _EXPIRES.fullmatch(expires):
-            raise Unauthenticated("Missing or malformed Expires header: expected UNIX seconds")
+            raise Unauthenticated(
+                "Missing or malformed Expires header: expected UNIX seconds", "malformed"
+            )
         message = SignedMessage(
             key_id=key_id,
             expires=expires,
             url=url,
-            body=await read_body() if _has_body(headers) else b"",
+            body=await read_body() if has_body(headers) else b"",
         )
         return SignatureCredentials(message, signature.group(1))
-    raise Unauthenticated("Unsupported authorization scheme: use Bearer or Convert-HMAC-SHA256")
-
-
-def _require_json(request: Request, headers: RawHeaders) -> None:
-    if request.method not in _BODY_METHODS:
-        return
-    content_type = headers.get(b"content-type")
-    if content_type is None and not _has_body(headers):
-        return
-    media_type = (content_type or b"").decode("latin-1").split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise UnsupportedMediaType(
-            f"The body must be application/json, not {media_type or 'untyped'}"
-        )
+    raise Unauthenticated(
+        "Unsupported authorization scheme: use Bearer or Convert-HMAC-SHA256", "malformed"
+    )
 
 
 async def authenticate(
@@ -106,19 +103,42 @@ async def authenticate(
     url: str,
     read_body: Callable[[], Awaitable[bytes]],
 ) -> ApiKeyInfo:
-    """The whole authentication step of a request made with `method` to the absolute `url`
-    (the one a signature covers) from `client_address`: the calling key, or an ApiError.
+    """The one authentication step, for the service's own routes and for /verify alike: the
+    calling key, or the ApiError to answer with.
 
+    `headers` are the request's by lower-case name, `method` and `url` the method and the
+    absolute URL it was sent with, `client_address` the client the throttle counts, and
+    `read_body` gives the raw body (it is called only for a signed request that has one).
     An address past the failure limit is refused before anything else, its credentials
-    unread; `read_body` is called only for a signed request that has a body."""
+    unread."""
     throttle = services.throttle
-    throttle.check(client_address)
     try:
-        credentials = await read_credentials(headers, url=url, read_body=read_body)
-        return await services.authenticator.authenticate(credentials, method=method)
-    except Unauthenticated:
-        await throttle.record_failure(client_address)
+        throttle.check(client_address)
+        try:
+            credentials = await read_credentials(headers, url=url, read_body=read_body)
+            key = await services.authenticator.authenticate(credentials, method=method)
+        except Unauthenticated as error:
+            metrics.refused(error.reason).inc()
+            await throttle.record_failure(client_address)
+            raise
+    except TooManyRequests:
+        metrics.THROTTLE_REFUSALS.inc()
         raise
+    metrics.ACCEPTED.inc()
+    return key
+
+
+def _require_json(request: Request, headers: RawHeaders) -> None:
+    if request.method not in _BODY_METHODS:
+        return
+    content_type = headers.get(b"content-type")
+    if content_type is None and not has_body(headers):
+        return
+    media_type = (content_type or b"").decode("latin-1").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"The body must be application/json, not {media_type or 'untyped'}"
+        )
 
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from starlette.types import Scope
 
+from apikeys.config import IPNetwork
 from apikeys.domain import ApiKeyInfo
 
 RawHeaders = dict[bytes, bytes]
@@ -17,8 +18,6 @@ UNKNOWN_CLIENT = "unknown"
 # is no client's address); anything longer is not parsed at all.
 _MAX_ADDRESS_LENGTH = 45
 _MAX_REMEMBERED_PEERS = 4096
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(slots=True)
@@ -64,7 +63,7 @@ class ClientAddresses:
     first untrusted one were written by trusted proxies and the rest by the client: an entry
     the client alone wrote is never taken, nor anything that is not an IP address."""
 
-    def __init__(self, trusted: Sequence[Network]) -> None:
+    def __init__(self, trusted: Sequence[IPNetwork]) -> None:
         self._hosts = frozenset(
             str(net.network_address) for net in trusted if net.num_addresses == 1
         )

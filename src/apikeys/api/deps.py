@@ -15,6 +15,7 @@ from apikeys.security import SecretKeeper
 from apikeys.service.authentication import Authenticator
 from apikeys.service.keys import SecretPrefixes
 from apikeys.service.throttle import FailureThrottle
+from apikeys.service.verification import ProjectDirectory
 from apikeys.storage.database import AsyncSession, Database
 from apikeys.storage.shared_state import SharedState
 from apikeys.storage.writer import KeyWriter
@@ -31,6 +32,7 @@ class Services:
     authenticator: Authenticator
     throttle: FailureThrottle
     writer: KeyWriter
+    projects: ProjectDirectory
     # Used signatures and failure counts, seen by every replica.
     shared_state: SharedState
 

@@ -46,7 +46,7 @@ class ReplayGuard:
         bound = self._bound_methods.get(signature)
         if bound is None:
             if len(method) > MAX_METHOD_LENGTH or not method.isascii() or not method.isalpha():
-                raise Unauthenticated("A signed request needs a plain HTTP method")
+                raise Unauthenticated("A signed request needs a plain HTTP method", "malformed")
             bound, first = await self._ledger.claim(signature, method, expires + self._skew)
             self._remember(signature, bound)
             if first:
@@ -54,12 +54,14 @@ class ReplayGuard:
         if bound != method:
             raise Unauthenticated(
                 f"This signature was first used by a {bound} request and is valid for that "
-                "method only; sign each request anew"
+                "method only; sign each request anew",
+                "replayed",
             )
         if method not in REPEATABLE_METHODS:
             raise Unauthenticated(
                 f"This signature was already used: a signed {method} is accepted once; "
-                "sign the request again (with a new Expires) to repeat it"
+                "sign the request again (with a new Expires) to repeat it",
+                "replayed",
             )
 
     def _remember(self, signature: str, method: str) -> None:
