@@ -9,6 +9,7 @@ import time
 import pytest
 from sqlalchemy import select
 
+from apikeys import metrics
 from apikeys.api.deps import Services
 from apikeys.config import Settings
 from apikeys.domain import KeyType
@@ -28,6 +29,10 @@ KEYS_PATH = f"/accounts/{ACCOUNT_ID}/api-keys"
 SIGNATURE = "ab" * 32
 
 
+def replay_refusals() -> float:
+    return metrics.REGISTRY.get_sample_value("apikeys_replay_refusals_total") or 0.0
+
+
 @pytest.fixture
 def settings(database_url: str, store: str) -> Settings:
     return store_settings(database_url, store)
@@ -38,6 +43,7 @@ async def test_a_signed_get_replayed_as_delete_is_401_and_the_key_stays(world: W
     victim = await world.mint()
     path = f"{KEYS_PATH}/{victim.key}"
     captured = owner.headers("GET", f"http://testserver{path}")
+    refusals_before = replay_refusals()
 
     read = await world.client.get(path, headers=captured)
     replayed = await world.client.delete(path, headers=captured)
@@ -48,6 +54,7 @@ async def test_a_signed_get_replayed_as_delete_is_401_and_the_key_stays(world: W
     assert "first used by a GET request" in replayed.json()["detail"]
     assert replayed.headers["www-authenticate"].startswith("Bearer")
     assert after.status_code == 200 and after.json()["revoked_at"] is None
+    assert replay_refusals() == refusals_before + 1
 
 
 async def test_one_signed_post_sent_three_times_creates_one_key(world: World) -> None:

@@ -19,6 +19,7 @@ from apikeys.domain import ApiKeyInfo
 from apikeys.errors import TooManyRequests, Unauthenticated, UnsupportedMediaType
 from apikeys.security import SignedMessage
 from apikeys.service.authentication import BearerCredentials, Credentials, SignatureCredentials
+from apikeys.service.replay import REPLAYED
 
 _SIGNATURE_PARAMETER = re.compile(r"\s*Signature\s*=\s*([0-9A-Fa-f]{64})\s*;?\s*", re.IGNORECASE)
 _KEY_ID = re.compile(r"[A-Za-z0-9_\-]{16,64}")
@@ -119,6 +120,8 @@ async def authenticate(
             key = await services.authenticator.authenticate(credentials, method=method)
         except Unauthenticated as error:
             metrics.refused(error.reason).inc()
+            if error.reason == REPLAYED:
+                metrics.REPLAY_REFUSALS.inc()
             await throttle.record_failure(client_address)
             raise
     except TooManyRequests:

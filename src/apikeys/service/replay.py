@@ -15,6 +15,8 @@ REPEATABLE_METHODS = frozenset({"GET", "HEAD"})
 # Method names are HTTP tokens; the ledger keeps at most this many characters of one.
 MAX_METHOD_LENGTH = 16
 MEMO_MAX_SIGNATURES = 10_000
+# The reason a refusal gives (apikeys.errors.Unauthenticated), for the metrics.
+REPLAYED = "replayed"
 
 
 class SignatureLedger(Protocol):
@@ -55,13 +57,13 @@ class ReplayGuard:
             raise Unauthenticated(
                 f"This signature was first used by a {bound} request and is valid for that "
                 "method only; sign each request anew",
-                "replayed",
+                REPLAYED,
             )
         if method not in REPEATABLE_METHODS:
             raise Unauthenticated(
                 f"This signature was already used: a signed {method} is accepted once; "
                 "sign the request again (with a new Expires) to repeat it",
-                "replayed",
+                REPLAYED,
             )
 
     def _remember(self, signature: str, method: str) -> None:
