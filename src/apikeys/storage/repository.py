@@ -177,6 +177,37 @@ async def account_exists(session: AsyncSession, account_id: int) -> bool:
     return result.first() is not None
 
 
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    id: int
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRecord:
+    id: int
+    account_id: int
+    name: str
+    created_at: datetime
+
+
+async def list_accounts(session: AsyncSession) -> list[AccountRecord]:
+    result = await session.execute(
+        select(Account.id, Account.name, Account.created_at).order_by(Account.id)
+    )
+    return [AccountRecord(row.id, row.name, row.created_at) for row in result]
+
+
+async def list_projects(session: AsyncSession, account_id: int) -> list[ProjectRecord]:
+    result = await session.execute(
+        select(Project.id, Project.account_id, Project.name, Project.created_at)
+        .where(Project.account_id == account_id)
+        .order_by(Project.id)
+    )
+    return [ProjectRecord(row.id, row.account_id, row.name, row.created_at) for row in result]
+
+
 async def projects_of_accounts(
     connection: AsyncConnection, account_ids: Iterable[int], project_ids: Iterable[int]
 ) -> dict[int, set[int]]:
