@@ -11,7 +11,11 @@ from fastapi import FastAPI
 
 from apikeys.api import docs, health, openapi, problems, routes
 from apikeys.api.deps import Services
-from apikeys.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from apikeys.api.middleware import (
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+    name_plain_routes,
+)
 from apikeys.config import Settings
 from apikeys.log import AccessLog, logs_at
 from apikeys.security import SecretKeeper
@@ -84,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     docs.install(app)
     openapi.install(app)
+    name_plain_routes(app)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
     app.add_middleware(RequestContextMiddleware, access_log=access_log)
     return app

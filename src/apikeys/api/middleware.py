@@ -6,8 +6,12 @@ import logging
 import os
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apikeys.api.problems import error_problem, problem
@@ -85,6 +89,32 @@ class RequestContextMiddleware:
             "key": getattr(scope["state"].get("caller"), "key", None),
         }
         self.access_log.write(f"{method} {route} {status}", fields)
+
+
+@dataclass(frozen=True, slots=True)
+class _RouteTemplate:
+    path: str
+
+
+def _recording_route(app: ASGIApp, template: _RouteTemplate) -> ASGIApp:
+    async def recorded(scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("route", template)
+        await app(scope, receive, send)
+
+    return recorded
+
+
+def name_plain_routes(app: FastAPI) -> None:
+    """FastAPI records the route it matched in the scope only for its own routes; this does the
+    same for the rest (the OpenAPI document, the docs pages' static files), so the access log
+    names them (`/openapi.json`, `/static/docs/{path}`) rather than calling them unmatched."""
+    for route in app.router.routes:
+        if isinstance(route, APIRoute):
+            continue
+        if isinstance(route, Mount):
+            route.app = _recording_route(route.app, _RouteTemplate(f"{route.path}/{{path}}"))
+        elif isinstance(route, Route):
+            route.app = _recording_route(route.app, _RouteTemplate(route.path))
 
 
 class BodyLimitMiddleware:
