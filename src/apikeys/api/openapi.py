@@ -42,8 +42,10 @@ REQUEST_SIGNING_DESCRIPTION = (
     f"`{REQUEST_SIGNING_SECRET_SCHEME}`; the page signs each request in your browser."
 )
 REQUEST_SIGNING_SECRET_DESCRIPTION = (
-    "The requestSigning key's secret, for this page only: your browser uses it to compute "
-    "each request's signature (WebCrypto). It is never sent to the server."
+    "Kept in this page and never sent to the server, under this or any other name: the "
+    "requestSigning key's secret, which the /docs page's script uses in your browser to compute "
+    "each request's signature (WebCrypto). Declared as a header only so that the page has a "
+    "box for it."
 )
 
 
@@ -178,6 +180,51 @@ KEY_CREATE_EXAMPLES: dict[str, Example] = {
 }
 
 
+# What the API answers, shown by both docs pages in place of samples made up from the schemas
+# (which would show ids of 0, a value the API never gives). The secret is left out: a real one
+# has 49 characters after its prefix.
+KEY_EXAMPLE: dict[str, Any] = {
+    "key": "4Sod2jc8DdIikyI9JNQeP3Yy",
+    "name": "Nightly Data Sync Script",
+    "type": "requestSigning",
+    "role": "edit",
+    "projects": [1],
+    "account_id": 1,
+    "created_at": "2026-11-27T05:31:53Z",
+    "expires_at": "2030-01-01T00:00:00Z",
+    "last_used_at": None,
+    "revoked_at": None,
+    "secret_hint": "…WkXJ",
+}
+KEY_CREATED_EXAMPLE: dict[str, Any] = {
+    "key": KEY_EXAMPLE["key"],
+    "secret": "cvrs_…WkXJ",
+    **{name: value for name, value in KEY_EXAMPLE.items() if name != "key"},
+}
+KEY_LIST_EXAMPLE: dict[str, Any] = {"data": [KEY_EXAMPLE], "next_cursor": None}
+AUDIT_EVENT_EXAMPLE: dict[str, Any] = {
+    "id": 1,
+    "account_id": 1,
+    "action": "api_key.created",
+    "actor_key": "tR9SIDxoedLsSYlmPeuOOF5y",
+    "target_key": KEY_EXAMPLE["key"],
+    "role": "edit",
+    "projects": [1],
+    "client_address": "203.0.113.7",
+    "request_id": "3f2b9c1e8d7a4b6c9e0f1a2b3c4d5e6f",
+    "created_at": "2026-11-27T05:31:53Z",
+}
+AUDIT_EVENT_LIST_EXAMPLE: dict[str, Any] = {"data": [AUDIT_EVENT_EXAMPLE], "next_cursor": None}
+# Set on the finished document: FastAPI leaves every null out of what it builds, examples too.
+_SCHEMA_EXAMPLES = {
+    "ApiKey": KEY_EXAMPLE,
+    "ApiKeyCreated": KEY_CREATED_EXAMPLE,
+    "ApiKeyList": KEY_LIST_EXAMPLE,
+    "AuditEventOut": AUDIT_EVENT_EXAMPLE,
+    "AuditEventList": AUDIT_EVENT_LIST_EXAMPLE,
+}
+
+
 def _problem_schemas() -> dict[str, Any]:
     schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     definitions: dict[str, Any] = schema.pop("$defs", {})
@@ -220,7 +267,11 @@ def install(app: FastAPI) -> None:
                 routes=app.routes,
             )
             components = document.setdefault("components", {})
-            components.setdefault("schemas", {}).update(_problem_schemas())
+            schemas = components.setdefault("schemas", {})
+            schemas.update(_problem_schemas())
+            for name, example in _SCHEMA_EXAMPLES.items():
+                if name in schemas:
+                    schemas[name]["examples"] = [example]
             components["securitySchemes"] = _security_schemes()
             app.openapi_schema = document
         return app.openapi_schema

@@ -12,6 +12,7 @@ from apikeys.api.openapi import (
     AUTHENTICATED_RESPONSES,
     KEY_CREATE_EXAMPLES,
     KEY_CREATED_RESPONSE,
+    KEY_EXAMPLE,
     problem_responses,
 )
 from apikeys.api.responses import JsonResponse
@@ -30,8 +31,10 @@ from apikeys.service import audit, keys
 
 router = APIRouter(route_class=AuthenticatedRoute, responses=AUTHENTICATED_RESPONSES)
 
-AccountId = Annotated[int, Path(ge=1, description="The account's id.")]
-KeyId = Annotated[str, Path(description="The key's public identifier.")]
+AccountId = Annotated[int, Path(ge=1, description="The account's id.", examples=[1])]
+KeyId = Annotated[
+    str, Path(description="The key's public identifier.", examples=[KEY_EXAMPLE["key"]])
+]
 Limit = Annotated[int, Query(ge=1, le=200, description="Page size, 1-200.")]
 Cursor = Annotated[str | None, Query(description="next_cursor from the previous page.")]
 
