@@ -1,13 +1,13 @@
-# The commands people and CI run. `make run` serves on SQLite with a printed owner key;
+# The commands people and CI run. `make run` serves on SQLite with two printed owner keys;
 # `make test` installs everything the tests need and runs lint, types, the suite and the
-# container image's smoke test.
+# container image's smoke test (installing Debian packages with apt-get: it needs root).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint postgres chromium nginx wrk container-smoke bench bench-growth
+.PHONY: run test lint postgres chromium nginx wrk jq container-smoke bench bench-growth
 
 $(BIN)/apikeys: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,13 +41,17 @@ lint: $(VENV)/.test-deps
 	$(BIN)/mypy
 	$(BIN)/mypy bench
 
-test: lint postgres chromium nginx wrk
+test: lint postgres chromium nginx wrk jq
 	$(BIN)/pytest
 	./.ci/container-smoke
 
 # The load generator of the benchmark (and of its smoke test).
 wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+# The README's examples take values out of JSON answers with it (tests/test_readme.py).
+jq:
+	@command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq; }
 
 # The service against bare FastAPI on SQLite and PostgreSQL: writes bench/RESULTS.md.
 bench: $(VENV)/.test-deps postgres wrk
