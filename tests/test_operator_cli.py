@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import sqlite3
 import stat
 import subprocess
 import time
@@ -16,6 +17,7 @@ import pytest
 
 from apikeys.cli import QUICKSTART_FILENAME
 from tests import servers
+from tests.conftest import random_master_key
 from tests.live import LiveService, live_fixture  # noqa: F401  (the fixture)
 from tests.signing import bearer_headers, signed_headers
 
@@ -300,3 +302,22 @@ def test_quickstart_prints_two_owner_keys_reuses_them_and_replaces_them_when_los
     new_keys = replaced["OWNER"] != made["OWNER"] and replaced["SIGNING_KEY"] != made["SIGNING_KEY"]
     assert new_keys
     assert old_statuses == (401, 401) and new_statuses == (200, 200)
+
+
+def test_a_schema_newer_than_this_release_is_refused_clearly(tmp_path: Path) -> None:
+    database = tmp_path / "apikeys.db"
+    env = servers.environment(f"sqlite:///{database}", random_master_key())
+    servers.cli(["migrate"], env)
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999_from_a_later_release'")
+
+    run = subprocess.run(
+        [servers.APIKEYS, "accounts", "list"], env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert run.returncode != 0
+    assert "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        "apikeys: cannot bring the schema up to date: "
+        "Can't locate revision identified by '9999_from_a_later_release'"
+    )

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from alembic.util.exc import CommandError
 from pydantic import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -585,6 +586,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"apikeys: configuration error: {error}")
     except PortUnavailable as error:
         sys.exit(f"apikeys: {error}")
+    except CommandError as error:
+        # Most often a schema newer than this release: its revision is unknown here.
+        sys.exit(f"apikeys: cannot bring the schema up to date: {error}")
     except ApiError as error:
         sys.exit(f"apikeys: {error.detail}")
     except (OperationalError, InterfaceError, OSError) as error:
