@@ -1,13 +1,15 @@
 # The commands people and CI run. `make run` serves on SQLite with two printed owner keys;
 # `make test` installs everything the tests need and runs lint, types, the suite and the
 # container image's smoke test (installing Debian packages with apt-get: it needs root).
+# `make test-fast` is the in-process tier on SQLite, for the edit-test loop (no servers, CLI,
+# nginx or Chromium).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint postgres chromium nginx wrk jq container-smoke bench bench-growth
+.PHONY: run test test-fast lint postgres chromium nginx wrk jq container-smoke bench bench-growth
 
 $(BIN)/apikeys: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +46,9 @@ lint: $(VENV)/.test-deps
 test: lint postgres chromium nginx wrk jq
 	$(BIN)/pytest
 	./.ci/container-smoke
+
+test-fast: $(VENV)/.test-deps postgres
+	$(BIN)/pytest -m "not full" --backends sqlite
 
 # The load generator of the benchmark (and of its smoke test).
 wrk:

@@ -63,6 +63,7 @@ async def test_a_refused_request_is_logged_without_a_key(
     assert line["key"] is None
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize(
     ("path", "route", "status"),
     [
@@ -141,6 +142,7 @@ async def test_no_access_line_when_the_level_is_above_info() -> None:
     assert logs_at("info", logging.INFO) and logs_at("DEBUG", logging.INFO)
 
 
+@pytest.mark.full
 def test_revocation_on_one_replica_is_refused_by_another_within_a_second(
     postgres_database_url: str, tmp_path: Path
 ) -> None:
