@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import socket
 import sqlite3
 import stat
@@ -321,3 +322,28 @@ def test_a_schema_newer_than_this_release_is_refused_clearly(tmp_path: Path) -> 
         "apikeys: cannot bring the schema up to date: "
         "Can't locate revision identified by '9999_from_a_later_release'"
     )
+
+
+def test_sign_curl_prints_no_progress_and_fails_on_an_error_status_showing_the_problem(
+    live: LiveService,
+) -> None:
+    env = {**live.env, "WRONG_SECRET": live.bearer_owner.secret}
+    command = succeeded(
+        subprocess.run(
+            [
+                *(servers.APIKEYS, "sign", "--key", live.signing_owner.key),
+                *("--secret-env", "WRONG_SECRET", "--url", f"{live.base_url}/me", "--curl"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    )
+
+    sent = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=60)
+
+    assert shlex.split(command)[:3] == ["curl", "-sS", "--fail-with-body"]
+    assert sent.returncode == 22  # curl's "the server answered an error status"
+    assert json.loads(sent.stdout)["status"] == 401
+    assert sent.stderr.strip() == "curl: (22) The requested URL returned error: 401"
