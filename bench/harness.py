@@ -335,11 +335,13 @@ def database(backend: str, workdir: Path, postgres_admin_url: str) -> Iterator[D
         asyncio.run(_postgres_admin(postgres_admin_url, f'CREATE DATABASE "{name}"'))
     try:
         result = Database(backend, url, _environment(url, master_key))
-        cli(["accounts", "create", "--name", "Bench", "--id", str(ACCOUNT_ID)], result.env)
+        cli(
+            ["accounts", "create", "--name", "Bench", "--id", str(ACCOUNT_ID), "--json"], result.env
+        )
         cli(
             [
                 *("projects", "create", "--account", str(ACCOUNT_ID)),
-                *("--name", "Bench", "--id", str(PROJECT_ID)),
+                *("--name", "Bench", "--id", str(PROJECT_ID), "--json"),
             ],
             result.env,
         )
@@ -347,7 +349,7 @@ def database(backend: str, workdir: Path, postgres_admin_url: str) -> Iterator[D
             kind: cli(
                 [
                     *("keys", "create", "--account", str(ACCOUNT_ID)),
-                    *("--name", f"bench {kind}", "--role", "owner", "--type", kind),
+                    *("--name", f"bench {kind}", "--role", "owner", "--type", kind, "--json"),
                 ],
                 result.env,
             )

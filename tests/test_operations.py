@@ -148,10 +148,10 @@ def test_revocation_on_one_replica_is_refused_by_another_within_a_second(
 ) -> None:
     run_now(empty_postgres(postgres_database_url))
     env = servers.environment(postgres_database_url, random_master_key())
-    servers.cli(["accounts", "create", "--name", "Acme", "--id", str(ACCOUNT_ID)], env)
+    servers.cli(["accounts", "create", "--name", "Acme", "--id", str(ACCOUNT_ID), "--json"], env)
     owner = servers.cli(
         ["keys", "create", "--account", str(ACCOUNT_ID), "--name", "o", "--role", "owner",
-         "--type", "secretKey"],
+         "--type", "secretKey", "--json"],
         env,
     )  # fmt: skip
     with (

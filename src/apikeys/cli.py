@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,7 @@ def _output(args: argparse.Namespace, value: dict[str, Any]) -> None:
 
 
 def _timestamp(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def _with_database(settings: Settings, work: Callable[[Database], Awaitable[Any]]) -> Any:
@@ -326,7 +326,7 @@ def _quickstart(settings: Settings, args: argparse.Namespace) -> None:
     made = asyncio.run(_quickstart_keys(settings, keeper, _read_quickstart_file(path)))
     if not made.reused:
         _write_quickstart_file(path, made)
-    shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+    shown = f"./{path.relative_to(Path.cwd())}" if path.is_relative_to(Path.cwd()) else str(path)
     base = f"http://{args.host}:{args.port}"
     origin = (
         f"reused from {shown}, where an earlier run kept them"
@@ -341,7 +341,7 @@ def _quickstart(settings: Settings, args: argparse.Namespace) -> None:
         f"  secretKey       {made.owner_key}\n"
         f"  requestSigning  {made.signing_key}\n\n"
         f"Paste these lines into the shell you run the README's examples in "
-        f"(or run: . ./{shown}):\n\n"
+        f"(or run: . {shown}):\n\n"
         f"{exports}\n\n"
         f'Try it:  curl -s {base}/me -H "Authorization: Bearer $OWNER"\n'
         f"Docs:    {base}/docs\n",
