@@ -200,7 +200,7 @@ def test_the_signing_secret_box_says_it_stays_in_the_page_not_which_header_sends
     box = dialog.locator(".auth-container", has=title)
 
     expect(box).to_contain_text("kept in this page")
-    expect(box).to_contain_text("Not sent to the server")
+    expect(box).to_contain_text("never sent to the server")
     assert "Convert-Secret" not in box.inner_text()
     assert box.locator("input").first.get_attribute("type") == "password"
     # The key's own box still names the header it is sent in.

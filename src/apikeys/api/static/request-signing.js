@@ -102,8 +102,8 @@
     return request;
   }
 
-  // The Authorize dialog's box for the secret: what it is for, a password field, and no
-  // "Name:" or "In:" line, since nothing is sent under any name.
+  // The Authorize dialog's box for the secret: what it is for (the scheme's description), a
+  // password field, and no "Name:" or "In:" line, since nothing is sent under any name.
   function signingSecretAuth(React, props) {
     var Markdown = props.getComponent("Markdown", true);
     var value = props.authorized && props.authorized.getIn([props.name, "value"]);
@@ -119,21 +119,21 @@
       ),
       value ? React.createElement("h6", null, "Authorized") : null,
       React.createElement(Markdown, { source: props.schema.get("description") }),
-      React.createElement(
-        "p", null,
-        "Not sent to the server: this page uses it to sign each request in your browser."
-      ),
       React.createElement("label", { htmlFor: "request_signing_secret_value" }, "Secret:"),
-      value
-        ? React.createElement("code", null, " ****** ")
-        : React.createElement("input", {
-            id: "request_signing_secret_value",
-            type: "password",
-            autoComplete: "off",
-            onChange: function (event) {
-              props.onChange({ name: props.name, schema: props.schema, value: event.target.value });
-            },
-          }),
+      React.createElement(
+        "div",
+        null,
+        value
+          ? React.createElement("code", null, " ****** ")
+          : React.createElement("input", {
+              id: "request_signing_secret_value",
+              type: "password",
+              autoComplete: "off",
+              onChange: function (event) {
+                props.onChange({ name: props.name, schema: props.schema, value: event.target.value });
+              },
+            })
+      ),
       errors.valueSeq().map(function (error, index) {
         return React.createElement(AuthError, { error: error, key: index });
       })
