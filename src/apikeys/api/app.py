@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from apikeys.api import docs, health, openapi, problems, routes
 from apikeys.api.deps import Services
@@ -16,6 +17,7 @@ from apikeys.api.middleware import (
     RequestContextMiddleware,
     name_plain_routes,
 )
+from apikeys.api.verify import OperatorRoutes
 from apikeys.config import Settings
 from apikeys.log import AccessLog, logs_at
 from apikeys.security import SecretKeeper
@@ -23,6 +25,7 @@ from apikeys.service.authentication import Authenticator
 from apikeys.service.keys import SecretPrefixes
 from apikeys.service.throttle import FailureThrottle
 from apikeys.service.usage import UsageRecorder
+from apikeys.service.verification import ProjectDirectory
 from apikeys.storage.database import Database
 from apikeys.storage.writer import KeyWriter
 
@@ -47,6 +50,7 @@ def build_services(settings: Settings, database: Database, master_key: bytes) ->
         ),
         throttle=FailureThrottle(settings.auth_failure_limit),
         writer=KeyWriter(database),
+        projects=ProjectDirectory(database),
     )
 
 
@@ -89,6 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs.install(app)
     openapi.install(app)
     name_plain_routes(app)
+    # Here rather than in the server, so that /verify's gate, outside it, sees the TCP peer.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
+    app.add_middleware(OperatorRoutes, networks=settings.verify_allow_networks)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
     app.add_middleware(RequestContextMiddleware, access_log=access_log)
     return app
