@@ -108,7 +108,7 @@ def test_every_fence_names_its_language_and_every_left_out_block_says_why() -> N
     assert all(block.language for block in marked), [str(b) for b in marked if not b.language]
     assert sum(block.runs for block in found) >= 10
     # Left out only where an example needs what this test cannot give it.
-    assert len(marked) <= 10, [f"{block}: {block.not_run_reason}" for block in marked]
+    assert len(marked) <= 12, [f"{block}: {block.not_run_reason}" for block in marked]
 
 
 def test_the_block_reader_takes_indented_fences_and_the_not_run_marker() -> None:
