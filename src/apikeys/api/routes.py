@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from apikeys.api.auth import AuthenticatedRoute
-from apikeys.api.deps import SessionDep, caller_of, services_of
+from apikeys.api.deps import caller_of, services_of
 from apikeys.api.openapi import (
     AUTHENTICATED_RESPONSES,
     KEY_CREATE_EXAMPLES,
@@ -23,10 +23,12 @@ from apikeys.api.schemas import (
     AuditEventList,
     AuditEventOut,
     created_body,
+    key_body,
     key_json,
+    page_body,
 )
 from apikeys.domain import Origin
-from apikeys.service import audit, keys
+from apikeys.service import audit
 
 router = APIRouter(route_class=AuthenticatedRoute, responses=AUTHENTICATED_RESPONSES)
 
@@ -56,15 +58,8 @@ async def create_api_key(
     request: Request,
 ) -> Any:
     """Create a new API key for an account. The secret is in this response and never again."""
-    services = services_of(request)
-    issued = await keys.create_key(
-        services.writer,
-        services.keeper,
-        services.prefixes,
-        caller_of(request),
-        account_id,
-        body.to_request(),
-        _origin(request),
+    issued = await services_of(request).keys.create(
+        caller_of(request), account_id, body.to_request(), _origin(request)
     )
     return JsonResponse(
         created_body(issued),
@@ -84,41 +79,39 @@ async def read_calling_key(request: Request) -> Any:
 
 @router.get(
     "/accounts/{account_id}/api-keys",
+    response_model=ApiKeyList,
     tags=["API keys"],
     responses=problem_responses(403, 404, 422),
 )
 async def list_api_keys(
     account_id: AccountId,
     request: Request,
-    session: SessionDep,
     limit: Limit = 50,
     cursor: Cursor = None,
     include_revoked: Annotated[bool, Query(description="Include revoked keys.")] = False,
-) -> ApiKeyList:
+) -> Any:
     """List the account's keys, newest first; never a secret."""
-    page = await keys.list_keys(
-        session,
+    page = await services_of(request).keys.list(
         caller_of(request),
         account_id,
         limit=limit,
         cursor=cursor,
         include_revoked=include_revoked,
     )
-    return ApiKeyList(
-        data=[ApiKey.from_info(key) for key in page.items], next_cursor=page.next_cursor
-    )
+    return JsonResponse(page_body(page.items, page.next_cursor))
 
 
 @router.get(
     "/accounts/{account_id}/api-keys/{key}",
+    response_model=ApiKey,
     tags=["API keys"],
     responses=problem_responses(403, 404, 422),
 )
-async def get_api_key(
-    account_id: AccountId, key: KeyId, request: Request, session: SessionDep
-) -> ApiKey:
+async def get_api_key(account_id: AccountId, key: KeyId, request: Request) -> Any:
     """One key's metadata, revoked keys included; never the secret."""
-    return ApiKey.from_info(await keys.get_key(session, caller_of(request), account_id, key))
+    return JsonResponse(
+        key_body(await services_of(request).keys.get(caller_of(request), account_id, key))
+    )
 
 
 @router.delete(
@@ -127,18 +120,9 @@ async def get_api_key(
     tags=["API keys"],
     responses={204: {"description": "Revoked, now or before."}, **problem_responses(403, 404, 422)},
 )
-async def revoke_api_key(
-    account_id: AccountId, key: KeyId, request: Request, session: SessionDep
-) -> Response:
+async def revoke_api_key(account_id: AccountId, key: KeyId, request: Request) -> Response:
     """Revoke a key at once and for good; revoking it again is a no-op. A key may revoke itself."""
-    await keys.revoke_key(
-        session,
-        caller_of(request),
-        account_id,
-        key,
-        _origin(request),
-        services_of(request).authenticator.forget,
-    )
+    await services_of(request).keys.revoke(caller_of(request), account_id, key, _origin(request))
     return Response(status_code=204)
 
 
@@ -150,13 +134,12 @@ async def revoke_api_key(
 async def list_audit_events(
     account_id: AccountId,
     request: Request,
-    session: SessionDep,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> AuditEventList:
     """Key creations and revocations in the account, newest first."""
     page = await audit.list_events(
-        session, caller_of(request), account_id, limit=limit, cursor=cursor
+        services_of(request).database, caller_of(request), account_id, limit=limit, cursor=cursor
     )
     return AuditEventList(
         data=[AuditEventOut.model_validate(event, from_attributes=True) for event in page.items],

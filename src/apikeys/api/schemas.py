@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
@@ -149,22 +150,6 @@ class ApiKey(BaseModel):
     revoked_at: Timestamp | None
     secret_hint: str = Field(description="The secret's last four characters.")
 
-    @classmethod
-    def from_info(cls, info: ApiKeyInfo) -> ApiKey:
-        return cls(
-            key=info.key,
-            name=info.name,
-            type=info.type,
-            role=info.role,
-            projects=sorted(info.project_ids) if info.project_ids is not None else None,
-            account_id=info.account_id,
-            created_at=info.created_at,
-            expires_at=info.expires_at,
-            last_used_at=info.last_used_at,
-            revoked_at=info.revoked_at,
-            secret_hint=info.secret_hint,
-        )
-
 
 class ApiKeyCreated(ApiKey):
     """A new key: its metadata and, this once, its secret."""
@@ -173,8 +158,9 @@ class ApiKeyCreated(ApiKey):
 
 
 def key_body(info: ApiKeyInfo) -> dict[str, Any]:
-    """The JSON of `ApiKey`, built directly: every authenticated `/me` pays for this, and a
-    model instance plus its validation costs several times more."""
+    """A key's public shape (`ApiKey`) for every route and the command line, built directly:
+    every authenticated `/me` pays for this, and a model instance plus its validation costs
+    several times more."""
     return {
         "key": info.key,
         "name": info.name,
@@ -201,6 +187,11 @@ def created_body(issued: IssuedKey) -> dict[str, Any]:
     """The 201 body, `key` and `secret` first. The CLI prints exactly this too."""
     body = key_body(issued.info)
     return {"key": body.pop("key"), "secret": issued.secret, **body}
+
+
+def page_body(keys: Iterable[ApiKeyInfo], next_cursor: str | None) -> dict[str, Any]:
+    """`ApiKeyList`."""
+    return {"data": [key_body(info) for info in keys], "next_cursor": next_cursor}
 
 
 class ApiKeyList(BaseModel):

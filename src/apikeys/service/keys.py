@@ -7,13 +7,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from apikeys import security
-from apikeys.domain import COMMAND_LINE, KEY_REVOKED, ApiKeyInfo, KeyType, Origin, Role
+from apikeys.domain import (
+    COMMAND_LINE,
+    KEY_CREATED,
+    KEY_REVOKED,
+    ApiKeyInfo,
+    KeyType,
+    Origin,
+    Role,
+)
 from apikeys.errors import FieldError, Forbidden, InvalidInput, NotFound
 from apikeys.security import SecretKeeper
 from apikeys.service.pagination import Page, decode_cursor, page_of
 from apikeys.storage import repository
-from apikeys.storage.database import AsyncSession
-from apikeys.storage.repository import NewKey, NewKeyRow
+from apikeys.storage.database import Database
+from apikeys.storage.repository import AuditRow, NewKey, NewKeyRow
 from apikeys.storage.writer import KeyWriter, UnknownAccount, UnknownProjects
 
 
@@ -78,144 +86,201 @@ def ensure_within_grant(caller: ApiKeyInfo, request: KeyRequest) -> None:
         )
 
 
-async def issue_key(
-    writer: KeyWriter,
-    keeper: SecretKeeper,
-    prefixes: SecretPrefixes,
-    account_id: int,
-    request: KeyRequest,
-    created_by: ApiKeyInfo | None,
-    origin: Origin,
-) -> IssuedKey:
-    """Create a key in the account and return it with its secret, once committed."""
-    public_id = security.generate_key_id()
-    secret = security.generate_secret(prefixes.for_type(request.type))
-    signing = request.type is KeyType.REQUEST_SIGNING
-    row = NewKeyRow(
-        public_id=public_id,
-        account_id=account_id,
-        name=request.name,
-        type=request.type,
-        role=request.role,
-        project_ids=request.project_ids or None,
-        secret_digest=keeper.digest(secret),
-        secret_ciphertext=keeper.encrypt(secret, public_id) if signing else None,
-        secret_hint=security.secret_hint(secret),
-        created_by_id=created_by.id if created_by else None,
-        created_at=datetime.now(UTC),
-        expires_at=request.expires_at,
-    )
-    try:
-        info = await writer.add(NewKey(row, created_by, origin))
-    except UnknownAccount:
-        raise NotFound(f"Account {account_id} was not found") from None
-    except UnknownProjects as error:
-        listed = ", ".join(map(str, error.project_ids))
-        raise InvalidInput(
-            f"These project ids are not projects of account {account_id}: {listed}",
-            [FieldError(("body", "projects"), f"unknown project ids: {listed}")],
-        ) from None
-    return IssuedKey(info, secret)
-
-
-async def create_key(
-    writer: KeyWriter,
-    keeper: SecretKeeper,
-    prefixes: SecretPrefixes,
-    caller: ApiKeyInfo,
-    account_id: int,
-    request: KeyRequest,
-    origin: Origin,
-) -> IssuedKey:
-    """POST /accounts/{id}/api-keys: the caller's rules, then the key."""
-    ensure_can_manage(caller, account_id)
-    ensure_within_grant(caller, request)
-    return await issue_key(
-        writer, keeper, prefixes, account_id, request, created_by=caller, origin=origin
-    )
-
-
-async def create_bootstrap_key(
-    writer: KeyWriter,
-    keeper: SecretKeeper,
-    prefixes: SecretPrefixes,
-    account_id: int,
-    request: KeyRequest,
-) -> IssuedKey:
-    """The command line's path to a key, any role including owner; no caller to check."""
-    return await issue_key(
-        writer, keeper, prefixes, account_id, request, created_by=None, origin=COMMAND_LINE
-    )
-
-
-async def list_keys(
-    session: AsyncSession,
-    caller: ApiKeyInfo,
-    account_id: int,
+def _audit_row(
+    action: str,
     *,
-    limit: int,
-    cursor: str | None,
-    include_revoked: bool,
-) -> Page[ApiKeyInfo]:
-    """The keys the caller may see, newest first: a project-limited caller sees only keys
-    whose projects all lie inside its own."""
-    ensure_can_manage(caller, account_id)
-    rows = await repository.list_keys(
-        session,
-        account_id,
-        scope=caller.project_ids,
-        include_revoked=include_revoked,
-        after=decode_cursor(cursor),
-        limit=limit + 1,
-    )
-    return page_of(rows, limit)
-
-
-async def get_key(
-    session: AsyncSession, caller: ApiKeyInfo, account_id: int, public_id: str
-) -> ApiKeyInfo:
-    ensure_can_manage(caller, account_id)
-    key = await repository.get_key(session, account_id, public_id, scope=caller.project_ids)
-    if key is None:
-        raise NotFound(f"API key {public_id} was not found in account {account_id}")
-    return key
-
-
-async def revoke_key(
-    session: AsyncSession,
-    caller: ApiKeyInfo,
+    actor: ApiKeyInfo | None,
+    target_id: int | None,
+    target_key: str,
     account_id: int,
-    public_id: str,
+    role: Role,
+    project_ids: frozenset[int] | None,
     origin: Origin,
-    forget: Callable[[str], None],
-) -> None:
-    """Revoke a key for good; revoking a revoked key changes nothing. Commits.
+    at: datetime,
+) -> AuditRow:
+    return AuditRow(
+        account_id=account_id,
+        action=action,
+        actor_key_id=actor.id if actor else None,
+        actor_key=actor.key if actor else None,
+        target_key_id=target_id,
+        target_key=target_key,
+        role=role.value,
+        projects=sorted(project_ids) if project_ids is not None else None,
+        client_address=origin.client_address,
+        request_id=origin.request_id,
+        created_at=at,
+    )
 
-    Any key may revoke itself, whatever its role: that only ever takes power away.
-    `forget` drops the key from this process's authentication cache once the revocation is
-    committed, so the very next request with it is refused.
+
+def _audit_of(
+    action: str, actor: ApiKeyInfo | None, target: ApiKeyInfo, origin: Origin, at: datetime
+) -> AuditRow:
+    return _audit_row(
+        action,
+        actor=actor,
+        target_id=target.id,
+        target_key=target.key,
+        account_id=target.account_id,
+        role=target.role,
+        project_ids=target.project_ids,
+        origin=origin,
+        at=at,
+    )
+
+
+class KeyService:
+    """Every operation on keys, with its rules; built once per process (apikeys.services).
+
+    Writes go through the one transaction rule (`Database.transaction()`: committed when the
+    operation succeeds, rolled back when it raises), or, for new keys, through the
+    group-committing writer; every change is written with its audit event, in the same
+    transaction.
     """
-    revoking_itself = caller.account_id == account_id and public_id == caller.key
-    if revoking_itself:
-        target: ApiKeyInfo | None = caller
-    else:
+
+    def __init__(
+        self,
+        database: Database,
+        writer: KeyWriter,
+        keeper: SecretKeeper,
+        prefixes: SecretPrefixes,
+        forget: Callable[[str], None],
+    ) -> None:
+        self._database = database
+        self._writer = writer
+        self._keeper = keeper
+        self._prefixes = prefixes
+        # Drops a key from this process's authentication cache once a change is committed.
+        self._forget = forget
+
+    async def create(
+        self, caller: ApiKeyInfo, account_id: int, request: KeyRequest, origin: Origin
+    ) -> IssuedKey:
+        """POST /accounts/{id}/api-keys: the caller's rules, then the key."""
         ensure_can_manage(caller, account_id)
-        target = await repository.get_key(session, account_id, public_id, scope=caller.project_ids)
-    if target is None:
-        raise NotFound(f"API key {public_id} was not found in account {account_id}")
-    if target.role.outranks(caller.role):
-        raise Forbidden(
-            f"A key with role {caller.role} cannot revoke a key with role {target.role}"
-        )
-    now = datetime.now(UTC)
-    if await repository.revoke_key(session, target.id, now):
-        await repository.add_audit_event(
-            session,
-            action=KEY_REVOKED,
-            actor=caller,
-            target=target,
-            origin=origin,
+        ensure_within_grant(caller, request)
+        return await self._issue(account_id, request, created_by=caller, origin=origin)
+
+    async def create_bootstrap(self, account_id: int, request: KeyRequest) -> IssuedKey:
+        """The command line's path to a key, any role including owner; no caller to check."""
+        return await self._issue(account_id, request, created_by=None, origin=COMMAND_LINE)
+
+    async def list(
+        self,
+        caller: ApiKeyInfo,
+        account_id: int,
+        *,
+        limit: int,
+        cursor: str | None,
+        include_revoked: bool,
+    ) -> Page[ApiKeyInfo]:
+        """The keys the caller may see, newest first: a project-limited caller sees only keys
+        whose projects all lie inside its own."""
+        ensure_can_manage(caller, account_id)
+        after = decode_cursor(cursor)
+        async with self._database.reads() as connection:
+            rows = await repository.list_keys(
+                connection,
+                account_id,
+                scope=caller.project_ids,
+                include_revoked=include_revoked,
+                after=after,
+                limit=limit + 1,
+            )
+        return page_of(rows, limit)
+
+    async def get(self, caller: ApiKeyInfo, account_id: int, key: str) -> ApiKeyInfo:
+        ensure_can_manage(caller, account_id)
+        async with self._database.reads() as connection:
+            found = await repository.get_key(connection, account_id, key, scope=caller.project_ids)
+        if found is None:
+            raise NotFound(f"API key {key} was not found in account {account_id}")
+        return found
+
+    async def revoke(self, caller: ApiKeyInfo, account_id: int, key: str, origin: Origin) -> None:
+        """Revoke a key for good; revoking a revoked key changes nothing.
+
+        Any key may revoke itself, whatever its role: that only ever takes power away.
+        """
+        async with self._database.transaction() as session:
+            if caller.account_id == account_id and key == caller.key:
+                target: ApiKeyInfo | None = caller
+            else:
+                ensure_can_manage(caller, account_id)
+                target = await repository.get_key(
+                    session, account_id, key, scope=caller.project_ids
+                )
+            if target is None:
+                raise NotFound(f"API key {key} was not found in account {account_id}")
+            if target.role.outranks(caller.role):
+                raise Forbidden(
+                    f"A key with role {caller.role} cannot revoke a key with role {target.role}"
+                )
+            now = datetime.now(UTC)
+            if await repository.revoke_key(session, target.id, now):
+                await repository.add_audit_event(
+                    session, _audit_of(KEY_REVOKED, caller, target, origin, now)
+                )
+        # Only once committed, so the very next request with the key is refused.
+        self._forget(target.key)
+
+    def _new_key(
+        self,
+        account_id: int,
+        request: KeyRequest,
+        created_by: ApiKeyInfo | None,
+        origin: Origin,
+    ) -> tuple[NewKey, str]:
+        """The rows of a new key and its creation's audit event, and the key's secret."""
+        public_id = security.generate_key_id()
+        secret = security.generate_secret(self._prefixes.for_type(request.type))
+        signing = request.type is KeyType.REQUEST_SIGNING
+        now = datetime.now(UTC)
+        project_ids = request.project_ids or None
+        row = NewKeyRow(
+            public_id=public_id,
+            account_id=account_id,
+            name=request.name,
+            type=request.type,
+            role=request.role,
+            project_ids=project_ids,
+            secret_digest=self._keeper.digest(secret),
+            secret_ciphertext=self._keeper.encrypt(secret, public_id) if signing else None,
+            secret_hint=security.secret_hint(secret),
+            created_by_id=created_by.id if created_by else None,
             created_at=now,
+            expires_at=request.expires_at,
         )
-    await session.commit()
-    forget(target.key)
+        audit = _audit_row(
+            KEY_CREATED,
+            actor=created_by,
+            target_id=None,
+            target_key=public_id,
+            account_id=account_id,
+            role=request.role,
+            project_ids=project_ids,
+            origin=origin,
+            at=now,
+        )
+        return NewKey(row, audit), secret
+
+    async def _issue(
+        self,
+        account_id: int,
+        request: KeyRequest,
+        created_by: ApiKeyInfo | None,
+        origin: Origin,
+    ) -> IssuedKey:
+        """Create a key in the account and return it with its secret, once committed."""
+        new_key, secret = self._new_key(account_id, request, created_by, origin)
+        try:
+            info = await self._writer.add(new_key)
+        except UnknownAccount:
+            raise NotFound(f"Account {account_id} was not found") from None
+        except UnknownProjects as error:
+            listed = ", ".join(map(str, error.project_ids))
+            raise InvalidInput(
+                f"These project ids are not projects of account {account_id}: {listed}",
+                [FieldError(("body", "projects"), f"unknown project ids: {listed}")],
+            ) from None
+        return IssuedKey(info, secret)

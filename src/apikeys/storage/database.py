@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
+from contextlib import asynccontextmanager
 from typing import Any
 
 from pydantic_core import to_json
@@ -46,8 +48,9 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
 
 class Database:
-    """The engine, sessions for work that may write, and bare connections (`reads`) for the
-    authentication lookups, which never write and run on every cache miss."""
+    """The engine and the one rule for using it: `transaction()` for work that may write,
+    committed when the block ends normally and rolled back when it raises; `reads()` for work
+    that only reads (a bare connection, rolled back at the end)."""
 
     def __init__(self, url: URL, timeout: float) -> None:
         # pydantic-core encodes the audit trail's JSON column several times faster than json.
@@ -73,6 +76,11 @@ class Database:
             _configure_sqlite(self.engine, int(timeout * 1000))
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read_engine = self.engine.execution_options(**{_READ_ONLY: True})
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session, session.begin():
+            yield session
 
     def reads(self) -> AsyncContextManager[AsyncConnection]:
         return self._read_engine.connect()

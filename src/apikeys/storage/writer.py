@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
-from apikeys.domain import KEY_CREATED, ApiKeyInfo
+from apikeys.domain import ApiKeyInfo
 from apikeys.storage import repository
 from apikeys.storage.database import AsyncConnection, Database
 from apikeys.storage.repository import NewKey
@@ -98,9 +98,7 @@ class KeyWriter:
                 batch = await _refuse_unknown_references(connection, batch)
                 if not batch:
                     return
-                infos = await repository.add_keys(
-                    connection, [waiting.key for waiting in batch], KEY_CREATED
-                )
+                infos = await repository.add_keys(connection, [waiting.key for waiting in batch])
         except Exception as error:
             if len(batch) == 1 or not _about_the_data(error):
                 _fail(batch, error)
