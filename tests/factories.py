@@ -41,6 +41,7 @@ def creation_audit(row: NewKeyRow) -> AuditRow:
         actor_key=None,
         target_key_id=None,
         target_key=row.public_id,
+        related_key=None,
         role=row.role.value,
         projects=sorted(row.project_ids) if row.project_ids is not None else None,
         client_address="command line",

@@ -3,6 +3,7 @@ HTTP app, the command line and the tests alike."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from apikeys.config import Settings
 from apikeys.security import SecretKeeper
 from apikeys.service.authentication import Authenticator
+from apikeys.service.idempotency import Idempotency
 from apikeys.service.keys import KeyService, SecretPrefixes
 from apikeys.service.throttle import FailureThrottle
 from apikeys.service.usage import UsageRecorder
@@ -28,6 +30,7 @@ class Services:
     authenticator: Authenticator
     throttle: FailureThrottle
     writer: KeyWriter
+    idempotency: Idempotency
     keys: KeyService
 
 
@@ -48,6 +51,7 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         cache_ttl=settings.auth_cache_ttl,
     )
     writer = KeyWriter(database)
+    idempotency = Idempotency(database, keeper)
     services = Services(
         settings=settings,
         database=database,
@@ -56,11 +60,21 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         authenticator=authenticator,
         throttle=FailureThrottle(settings.auth_failure_limit),
         writer=writer,
-        keys=KeyService(database, writer, keeper, prefixes, forget=authenticator.forget),
+        idempotency=idempotency,
+        keys=KeyService(
+            database,
+            writer,
+            keeper,
+            prefixes,
+            forget=authenticator.forget,
+            idempotency=idempotency,
+        ),
     )
+    eraser = asyncio.create_task(idempotency.erase_expired_forever())
     try:
         yield services
     finally:
+        eraser.cancel()
         await writer.close()
         await authenticator.close()
         await database.dispose()

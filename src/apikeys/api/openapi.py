@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from apikeys.api.problems import PROBLEM_MEDIA_TYPE
 from apikeys.errors import (
     ApiError,
+    Conflict,
     Forbidden,
     InvalidInput,
     NotFound,
@@ -91,6 +92,12 @@ _PROBLEMS: dict[int, tuple[type[ApiError], str, str, dict[str, Any]]] = {
         "Account 10 was not found",
         {},
     ),
+    409: (
+        Conflict,
+        "The key is revoked, or a request with this Idempotency-Key is still in progress.",
+        "API key 0hV3kQ9xY2mN5pL8rT1wZ4aB is revoked, and a revoked key stays as it is",
+        {},
+    ),
     413: (PayloadTooLarge, "The body is over 64 KiB.", "The body is over the 64 KiB limit", {}),
     415: (
         UnsupportedMediaType,
@@ -155,6 +162,14 @@ KEY_CREATED_RESPONSE: dict[int | str, dict[str, Any]] = {
             "Location": {"description": "The new key's path.", **_STRING},
             "Cache-Control": {"description": "Always no-store.", **_STRING},
         },
+    }
+}
+
+KEY_ROLLED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    201: {
+        **KEY_CREATED_RESPONSE[201],
+        "description": "The key that replaces the rolled one, with its secret: the only time "
+        "the secret is shown.",
     }
 }
 

@@ -20,7 +20,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, to_json
 
 from apikeys.domain import ApiKeyInfo, KeyType, Role
-from apikeys.service.keys import IssuedKey, KeyRequest
+from apikeys.service.keys import (
+    ROLL_OVERLAP_DEFAULT,
+    ROLL_OVERLAP_MAX,
+    IssuedKey,
+    KeyChanges,
+    KeyRequest,
+)
 
 MAX_PROJECTS = 1000
 NAME_MAX_LENGTH = 100
@@ -98,6 +104,12 @@ def _distinct_projects(value: list[int] | None) -> list[int] | None:
 
 
 ProjectId = Annotated[int, Field(strict=True, gt=0)]
+ProjectIds = Annotated[list[ProjectId] | None, AfterValidator(_distinct_projects)]
+Name = Annotated[str, Field(strict=True), AfterValidator(_clean_name)]
+Expiry = Annotated[datetime | None, BeforeValidator(_parse_rfc3339), AfterValidator(_in_the_future)]
+# Every role but owner, ranked from least to most (SPEC: browse < review < edit < publish <
+# account_manager < admin < owner); owner keys come only from the command line or a roll.
+GrantableRole = Literal["browse", "review", "edit", "publish", "account_manager", "admin"]
 
 
 class ApiKeyCreate(BaseModel):
@@ -106,24 +118,22 @@ class ApiKeyCreate(BaseModel):
     # Examples live with the operation (apikeys.api.openapi), where the docs page offers them.
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Field(strict=True), AfterValidator(_clean_name)] = Field(
-        description="1-100 characters after trimming; no control characters."
-    )
+    name: Name = Field(description="1-100 characters after trimming; no control characters.")
     type: Literal["requestSigning", "secretKey"] = Field(
         default="requestSigning",
         description="requestSigning: HMAC-signed requests; secretKey: a Bearer secret.",
     )
-    projects: Annotated[list[ProjectId] | None, AfterValidator(_distinct_projects)] = Field(
+    projects: ProjectIds = Field(
         default=None,
         description="Project ids the key is limited to; null, absent or [] means every "
         "project of the account, now and future.",
     )
-    role: Literal["browse", "edit", "publish", "admin"] = Field(
+    role: GrantableRole = Field(
         default="browse", description="What the key may do; browse is the least privilege."
     )
-    expires_at: Annotated[
-        datetime | None, BeforeValidator(_parse_rfc3339), AfterValidator(_in_the_future)
-    ] = Field(default=None, description="When the key stops working (RFC 3339); null: never.")
+    expires_at: Expiry = Field(
+        default=None, description="When the key stops working (RFC 3339); null: never."
+    )
 
     def to_request(self) -> KeyRequest:
         return KeyRequest(
@@ -133,6 +143,42 @@ class ApiKeyCreate(BaseModel):
             project_ids=frozenset(self.projects) if self.projects else None,
             expires_at=self.expires_at,
         )
+
+
+class ApiKeyPatch(BaseModel):
+    """The body of PATCH /accounts/{account_id}/api-keys/{key}: a JSON merge patch; a field
+    left out stays as it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name = Field(
+        default="", description="1-100 characters after trimming; no control characters."
+    )
+    expires_at: Expiry = Field(
+        default=None,
+        description="When the key stops working (RFC 3339, in the future); null: never. An "
+        "expired key may be given a new expiry.",
+    )
+
+    def to_changes(self) -> KeyChanges:
+        given = frozenset(self.model_fields_set)
+        return KeyChanges(given=given, name=self.name, expires_at=self.expires_at)
+
+
+class ApiKeyRoll(BaseModel):
+    """The optional body of POST /accounts/{account_id}/api-keys/{key}/roll."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expires_in: Annotated[int, Field(strict=True, ge=0, le=ROLL_OVERLAP_MAX)] | None = Field(
+        default=None,
+        description="Seconds the old key keeps working, 0-604800 (never later than its own "
+        "expiry); 0 revokes it at once; null or absent: 86400.",
+    )
+
+    @property
+    def overlap(self) -> int:
+        return ROLL_OVERLAP_DEFAULT if self.expires_in is None else self.expires_in
 
 
 class ApiKey(BaseModel):
@@ -155,6 +201,13 @@ class ApiKeyCreated(ApiKey):
     """A new key: its metadata and, this once, its secret."""
 
     secret: str = Field(description="Returned here and never again.")
+
+
+class ApiKeyRolled(ApiKeyCreated):
+    """The key that replaces a rolled one: its metadata, its secret this once, and the key
+    it replaces."""
+
+    rolled_from: str = Field(description="The key this one replaces.")
 
 
 def key_body(info: ApiKeyInfo) -> dict[str, Any]:
@@ -184,9 +237,13 @@ def key_json(info: ApiKeyInfo) -> bytes:
 
 
 def created_body(issued: IssuedKey) -> dict[str, Any]:
-    """The 201 body, `key` and `secret` first. The CLI prints exactly this too."""
+    """The 201 body, `key` and `secret` first, and for a roll `rolled_from`. The CLI prints
+    exactly this too."""
     body = key_body(issued.info)
-    return {"key": body.pop("key"), "secret": issued.secret, **body}
+    created = {"key": body.pop("key"), "secret": issued.secret, **body}
+    if issued.rolled_from is not None:
+        created["rolled_from"] = issued.rolled_from
+    return created
 
 
 def page_body(keys: Iterable[ApiKeyInfo], next_cursor: str | None) -> dict[str, Any]:
@@ -202,13 +259,17 @@ class ApiKeyList(BaseModel):
 
 
 class AuditEventOut(BaseModel):
-    """A key creation or revocation."""
+    """A key's creation, update, roll or revocation."""
 
     id: int
     account_id: int
-    action: Literal["api_key.created", "api_key.revoked"]
+    action: Literal["api_key.created", "api_key.updated", "api_key.rolled", "api_key.revoked"]
     actor_key: str | None = Field(description="The key that acted; null: the command line.")
     target_key: str
+    related_key: str | None = Field(
+        description="For a roll, the other key: on api_key.rolled the new key, on the new "
+        "key's api_key.created the key it replaces."
+    )
     role: Role = Field(description="The target key's role.")
     projects: list[int] | None = Field(description="The target key's projects; null: every one.")
     client_address: str | None

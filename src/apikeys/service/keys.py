@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apikeys import security
 from apikeys.domain import (
     COMMAND_LINE,
     KEY_CREATED,
     KEY_REVOKED,
+    KEY_ROLLED,
+    KEY_UPDATED,
     ApiKeyInfo,
     KeyType,
     Origin,
     Role,
 )
-from apikeys.errors import FieldError, Forbidden, InvalidInput, NotFound
+from apikeys.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from apikeys.security import SecretKeeper
+from apikeys.service.idempotency import Idempotency, IdempotentRequest
 from apikeys.service.pagination import Page, decode_cursor, page_of
 from apikeys.storage import repository
-from apikeys.storage.database import Database
+from apikeys.storage.database import AsyncSession, Database
 from apikeys.storage.repository import AuditRow, NewKey, NewKeyRow
 from apikeys.storage.writer import KeyWriter, UnknownAccount, UnknownProjects
 
@@ -40,9 +44,24 @@ class IssuedKey:
 
     info: ApiKeyInfo
     secret: str
+    rolled_from: str | None = None  # the key this one replaces, when made by a roll
 
     def __repr__(self) -> str:
-        return f"IssuedKey(info={self.info!r}, secret=<hidden>)"
+        return f"IssuedKey(info={self.info!r}, secret=<hidden>, rolled_from={self.rolled_from!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChanges:
+    """A merge patch of a key's metadata: only the fields named in `given` change."""
+
+    given: frozenset[str]  # of "name", "expires_at"
+    name: str | None = None
+    expires_at: datetime | None = None  # None with "expires_at" given: never expires
+
+
+# How long a rolled key keeps working by default, and at most (Stripe's limit).
+ROLL_OVERLAP_DEFAULT = 86_400
+ROLL_OVERLAP_MAX = 604_800
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +116,7 @@ def _audit_row(
     project_ids: frozenset[int] | None,
     origin: Origin,
     at: datetime,
+    related_key: str | None = None,
 ) -> AuditRow:
     return AuditRow(
         account_id=account_id,
@@ -105,6 +125,7 @@ def _audit_row(
         actor_key=actor.key if actor else None,
         target_key_id=target_id,
         target_key=target_key,
+        related_key=related_key,
         role=role.value,
         projects=sorted(project_ids) if project_ids is not None else None,
         client_address=origin.client_address,
@@ -114,7 +135,12 @@ def _audit_row(
 
 
 def _audit_of(
-    action: str, actor: ApiKeyInfo | None, target: ApiKeyInfo, origin: Origin, at: datetime
+    action: str,
+    actor: ApiKeyInfo | None,
+    target: ApiKeyInfo,
+    origin: Origin,
+    at: datetime,
+    related_key: str | None = None,
 ) -> AuditRow:
     return _audit_row(
         action,
@@ -126,7 +152,12 @@ def _audit_of(
         project_ids=target.project_ids,
         origin=origin,
         at=at,
+        related_key=related_key,
     )
+
+
+def _revoked(key: ApiKeyInfo) -> Conflict:
+    return Conflict(f"API key {key.key} is revoked, and a revoked key stays as it is")
 
 
 class KeyService:
@@ -145,8 +176,10 @@ class KeyService:
         keeper: SecretKeeper,
         prefixes: SecretPrefixes,
         forget: Callable[[str], None],
+        idempotency: Idempotency,
     ) -> None:
         self._database = database
+        self._idempotency = idempotency
         self._writer = writer
         self._keeper = keeper
         self._prefixes = prefixes
@@ -154,12 +187,23 @@ class KeyService:
         self._forget = forget
 
     async def create(
-        self, caller: ApiKeyInfo, account_id: int, request: KeyRequest, origin: Origin
+        self,
+        caller: ApiKeyInfo,
+        account_id: int,
+        request: KeyRequest,
+        origin: Origin,
+        idempotent: IdempotentRequest | None = None,
     ) -> IssuedKey:
         """POST /accounts/{id}/api-keys: the caller's rules, then the key."""
         ensure_can_manage(caller, account_id)
         ensure_within_grant(caller, request)
-        return await self._issue(account_id, request, created_by=caller, origin=origin)
+        return await self._idempotency.run(
+            caller,
+            idempotent,
+            lambda: self._issue(account_id, request, created_by=caller, origin=origin),
+            _issued_from,
+            _kept,
+        )
 
     async def create_bootstrap(self, account_id: int, request: KeyRequest) -> IssuedKey:
         """The command line's path to a key, any role including owner; no caller to check."""
@@ -224,12 +268,147 @@ class KeyService:
         # Only once committed, so the very next request with the key is refused.
         self._forget(target.key)
 
+    async def update(
+        self,
+        caller: ApiKeyInfo,
+        account_id: int,
+        key: str,
+        changes: KeyChanges,
+        origin: Origin,
+    ) -> ApiKeyInfo:
+        """Rename a key or change its expiry (an expired key may be given a new one).
+
+        Never a key on itself: a leaked key must not be able to extend its own life.
+        """
+        ensure_can_manage(caller, account_id)
+        if key == caller.key:
+            raise Forbidden("A key cannot change itself; use another admin or owner key")
+        async with self._database.transaction() as session:
+            target = await self._target(session, caller, account_id, key, "change")
+            values: dict[str, Any] = {
+                field: getattr(changes, field)
+                for field in ("name", "expires_at")
+                if field in changes.given
+            }
+            if not values:
+                return target
+            if not await repository.update_key(session, target.id, **values):
+                raise _revoked(target)
+            updated = replace(target, **values)
+            await repository.add_audit_event(
+                session, _audit_of(KEY_UPDATED, caller, updated, origin, datetime.now(UTC))
+            )
+        self._forget(target.key)
+        return updated
+
+    async def roll(
+        self,
+        caller: ApiKeyInfo | None,
+        account_id: int,
+        key: str,
+        expires_in: int,
+        origin: Origin,
+        idempotent: IdempotentRequest | None = None,
+    ) -> IssuedKey:
+        """A new key with the old one's name, type, role, projects and expiry; the old key
+        then expires `expires_in` seconds from now (never later than it would have), or is
+        revoked at once for 0. `caller` None is the command line, which any key may roll.
+
+        The caller must be allowed to create the new key (so only an owner rolls an owner
+        key), and no key rolls itself: a leaked key must not mint its own successor.
+        """
+        if caller is None:
+            return await self._roll(None, account_id, key, expires_in, origin)
+        ensure_can_manage(caller, account_id)
+        if key == caller.key:
+            raise Forbidden("A key cannot roll itself; use another admin or owner key")
+        return await self._idempotency.run(
+            caller,
+            idempotent,
+            lambda: self._roll(caller, account_id, key, expires_in, origin),
+            _issued_from,
+            _kept,
+        )
+
+    async def _roll(
+        self,
+        caller: ApiKeyInfo | None,
+        account_id: int,
+        key: str,
+        expires_in: int,
+        origin: Origin,
+    ) -> IssuedKey:
+        async with self._database.transaction() as session:
+            target = await self._target(session, caller, account_id, key, "roll")
+            now = datetime.now(UTC)
+            if not target.is_active(now.timestamp()):
+                raise Conflict(
+                    f"API key {key} has expired; give it a new expires_at first to roll it"
+                )
+            request = KeyRequest(
+                name=target.name,
+                type=target.type,
+                role=target.role,
+                project_ids=target.project_ids,
+                expires_at=target.expires_at,
+            )
+            if caller is not None:
+                ensure_within_grant(caller, request)
+            new_key, secret = self._new_key(
+                account_id, request, caller, origin, rolled_from=target.key
+            )
+            [info] = await repository.add_keys(session, [new_key])
+            old_values: dict[str, Any] = {"revoked_at": now}
+            if expires_in:
+                overlap_ends = now + timedelta(seconds=expires_in)
+                if target.expires_at is None or overlap_ends < target.expires_at:
+                    old_values = {"expires_at": overlap_ends}
+                else:
+                    old_values = {}
+            if old_values and not await repository.update_key(session, target.id, **old_values):
+                raise _revoked(target)
+            await repository.add_audit_event(
+                session,
+                _audit_of(
+                    KEY_ROLLED,
+                    caller,
+                    replace(target, **old_values),
+                    origin,
+                    now,
+                    related_key=info.key,
+                ),
+            )
+        self._forget(target.key)
+        return IssuedKey(info, secret, rolled_from=target.key)
+
+    async def _target(
+        self,
+        session: AsyncSession,
+        caller: ApiKeyInfo | None,
+        account_id: int,
+        key: str,
+        verb: str,
+    ) -> ApiKeyInfo:
+        """The key to change: in the caller's scope, not above its role, not revoked."""
+        scope = caller.project_ids if caller is not None else None
+        target = await repository.get_key(session, account_id, key, scope=scope)
+        if target is None:
+            raise NotFound(f"API key {key} was not found in account {account_id}")
+        if caller is not None and target.role.outranks(caller.role):
+            raise Forbidden(
+                f"A key with role {caller.role} cannot {verb} a key with role {target.role}"
+            )
+        if target.revoked_at is not None:
+            raise _revoked(target)
+        return target
+
     def _new_key(
         self,
         account_id: int,
         request: KeyRequest,
         created_by: ApiKeyInfo | None,
         origin: Origin,
+        rolled_from: str | None = None,
     ) -> tuple[NewKey, str]:
         """The rows of a new key and its creation's audit event, and the key's secret."""
         public_id = security.generate_key_id()
@@ -261,6 +440,7 @@ class KeyService:
             project_ids=project_ids,
             origin=origin,
             at=now,
+            related_key=rolled_from,
         )
         return NewKey(row, audit), secret
 
@@ -284,3 +464,50 @@ class KeyService:
                 [FieldError(("body", "projects"), f"unknown project ids: {listed}")],
             ) from None
         return IssuedKey(info, secret)
+
+
+def _kept(issued: IssuedKey) -> dict[str, Any]:
+    """An answer as the idempotency record keeps it (encrypted: it holds the secret)."""
+    info = issued.info
+    return {
+        "id": info.id,
+        "key": info.key,
+        "account_id": info.account_id,
+        "name": info.name,
+        "type": info.type.value,
+        "role": info.role.value,
+        "project_ids": sorted(info.project_ids) if info.project_ids is not None else None,
+        "secret_hint": info.secret_hint,
+        "created_at": info.created_at.isoformat(),
+        "expires_at": _isoformat(info.expires_at),
+        "last_used_at": _isoformat(info.last_used_at),
+        "revoked_at": _isoformat(info.revoked_at),
+        "secret": issued.secret,
+        "rolled_from": issued.rolled_from,
+    }
+
+
+def _issued_from(kept: dict[str, Any]) -> IssuedKey:
+    info = ApiKeyInfo(
+        id=kept["id"],
+        key=kept["key"],
+        account_id=kept["account_id"],
+        name=kept["name"],
+        type=KeyType(kept["type"]),
+        role=Role(kept["role"]),
+        project_ids=None if kept["project_ids"] is None else frozenset(kept["project_ids"]),
+        secret_hint=kept["secret_hint"],
+        created_at=datetime.fromisoformat(kept["created_at"]),
+        expires_at=_from_isoformat(kept["expires_at"]),
+        last_used_at=_from_isoformat(kept["last_used_at"]),
+        revoked_at=_from_isoformat(kept["revoked_at"]),
+    )
+    return IssuedKey(info, kept["secret"], kept["rolled_from"])
+
+
+def _isoformat(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _from_isoformat(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    delete,
     exists,
     insert,
     or_,
@@ -26,7 +27,15 @@ from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql import Executable
 
 from apikeys.domain import ApiKeyInfo, KeyType, Role
-from apikeys.storage.models import Account, ApiKey, ApiKeyProject, AuditEvent, Base, Project
+from apikeys.storage.models import (
+    Account,
+    ApiKey,
+    ApiKeyProject,
+    AuditEvent,
+    Base,
+    IdempotencyRecord,
+    Project,
+)
 
 # What runs a statement: the caller's session, or a bare connection for Core-only work.
 Executor = AsyncSession | AsyncConnection
@@ -206,6 +215,7 @@ class AuditRow:
     actor_key: str | None
     target_key_id: int | None
     target_key: str
+    related_key: str | None
     role: str
     projects: list[int] | None
     client_address: str | None
@@ -409,6 +419,7 @@ class AuditRecord:
     action: str
     actor_key: str | None
     target_key: str
+    related_key: str | None
     role: str
     projects: list[int] | None
     client_address: str | None
@@ -428,6 +439,7 @@ def _audit_values(audit: AuditRow, target_key_id: int | None) -> dict[str, Any]:
         "actor_key": audit.actor_key,
         "target_key_id": target_key_id,
         "target_key": audit.target_key,
+        "related_key": audit.related_key,
         "role": audit.role,
         "projects": audit.projects,
         "client_address": audit.client_address,
@@ -452,9 +464,100 @@ _AUDIT_COLUMNS = (
     AuditEvent.action,
     AuditEvent.actor_key,
     AuditEvent.target_key,
+    AuditEvent.related_key,
     AuditEvent.role,
     AuditEvent.projects,
     AuditEvent.client_address,
     AuditEvent.request_id,
     AuditEvent.created_at,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredIdempotency:
+    id: int
+    fingerprint: bytes
+    response: bytes | None
+    created_at: datetime
+    expires_at: datetime
+
+
+_IDEMPOTENCY = _table(IdempotencyRecord)
+
+
+async def add_idempotency_record(
+    executor: Executor,
+    caller_key_id: int,
+    idempotency_key: str,
+    fingerprint: bytes,
+    created_at: datetime,
+    expires_at: datetime,
+) -> int:
+    """A new record, in flight (no response yet); IntegrityError if the caller already holds
+    one under this key."""
+    result = await executor.execute(
+        insert(_IDEMPOTENCY)
+        .values(
+            caller_key_id=caller_key_id,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            created_at=created_at,
+            expires_at=expires_at,
+        )
+        .returning(_IDEMPOTENCY.c.id)
+    )
+    record_id: int = result.scalar_one()
+    return record_id
+
+
+async def find_idempotency_record(
+    executor: Executor, caller_key_id: int, idempotency_key: str
+) -> StoredIdempotency | None:
+    row = (
+        await executor.execute(
+            select(
+                IdempotencyRecord.id,
+                IdempotencyRecord.fingerprint,
+                IdempotencyRecord.response,
+                IdempotencyRecord.created_at,
+                IdempotencyRecord.expires_at,
+            ).where(
+                IdempotencyRecord.caller_key_id == caller_key_id,
+                IdempotencyRecord.idempotency_key == idempotency_key,
+            )
+        )
+    ).first()
+    return None if row is None else StoredIdempotency(**row._mapping)
+
+
+async def restart_idempotency_record(
+    executor: Executor, record_id: int, was_started_at: datetime, started_at: datetime
+) -> bool:
+    """Take over an abandoned record; False when another request took it first."""
+    result = await executor.execute(
+        update(IdempotencyRecord)
+        .where(
+            IdempotencyRecord.id == record_id,
+            IdempotencyRecord.created_at == was_started_at,
+            IdempotencyRecord.response.is_(None),
+        )
+        .values(created_at=started_at)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def complete_idempotency_record(executor: Executor, record_id: int, response: bytes) -> None:
+    await executor.execute(
+        update(IdempotencyRecord).where(IdempotencyRecord.id == record_id).values(response=response)
+    )
+
+
+async def delete_idempotency_record(executor: Executor, record_id: int) -> None:
+    await executor.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
+
+
+async def delete_expired_idempotency_records(executor: Executor, now: datetime) -> int:
+    result = await executor.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
