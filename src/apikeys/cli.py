@@ -22,10 +22,10 @@ from pydantic import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from apikeys.api.app import create_app
-from apikeys.api.schemas import ApiKeyCreate, created_body
+from apikeys.api.schemas import ApiKeyCreate, ApiKeyRoll, created_body
 from apikeys.client import DEFAULT_LIFETIME_SECONDS, signature_headers
 from apikeys.config import ConfigurationError, Settings
-from apikeys.domain import KeyType, Role
+from apikeys.domain import COMMAND_LINE, KeyType, Role
 from apikeys.errors import ApiError, InvalidInput
 from apikeys.log import configure_logging
 from apikeys.service import accounts, keys
@@ -95,6 +95,16 @@ async def _issue_key(
         return await services.keys.create_bootstrap(account_id, request)
 
     issued: keys.IssuedKey = await _with_services(settings, issue)
+    return created_body(issued)
+
+
+async def _roll_key(
+    settings: Settings, account_id: int, key: str, expires_in: int
+) -> dict[str, Any]:
+    async def roll(services: Services) -> keys.IssuedKey:
+        return await services.keys.roll(None, account_id, key, expires_in, COMMAND_LINE)
+
+    issued: keys.IssuedKey = await _with_services(settings, roll)
     return created_body(issued)
 
 
@@ -237,6 +247,18 @@ def _parser() -> argparse.ArgumentParser:
     key.add_argument("--projects", help="comma-separated project ids; omit for every project")
     key.add_argument("--expires-at", help="RFC 3339 date-time with an offset")
     key.add_argument("--json", action="store_true", help="print JSON (the only format)")
+    roll = key_commands.add_parser(
+        "roll", help="replace a key with a new one; the old one keeps working for a while"
+    )
+    roll.add_argument("--account", type=int, required=True)
+    roll.add_argument("--key", required=True, help="the key to replace")
+    roll.add_argument(
+        "--expires-in",
+        type=int,
+        default=keys.ROLL_OVERLAP_DEFAULT,
+        help="seconds the old key keeps working, 0-604800; 0 revokes it at once; default 86400",
+    )
+    roll.add_argument("--json", action="store_true", help="print JSON (the only format)")
 
     sign = commands.add_parser(
         "sign",
@@ -287,6 +309,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
             _print_json({"id": new_id, "account_id": args.account, "name": args.name})
         case "keys", "create":
             _print_json(asyncio.run(_issue_key(settings, args.account, _key_request(args))))
+        case "keys", "roll":
+            expires_in = ApiKeyRoll.model_validate({"expires_in": args.expires_in}).overlap
+            _print_json(asyncio.run(_roll_key(settings, args.account, args.key, expires_in)))
         case "sign", _:
             print(_sign(args))
 
