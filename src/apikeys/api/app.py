@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from apikeys.api import docs, health, openapi, problems, routes
+from apikeys.api import convert, docs, health, openapi, problems, routes
 from apikeys.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from apikeys.config import Settings
 from apikeys.log import AccessLog, logs_at
@@ -43,7 +43,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Straight into the app's own table rather than include_router(), which FastAPI matches
     # through a nested router, twice over, on every request. The authenticated routes come
     # first: routes are tried in order, and these take nearly all the traffic.
-    app.router.routes[:0] = [*routes.router.routes, *health.router.routes]
+    app.router.routes[:0] = [
+        *routes.router.routes,
+        *convert.router.routes,
+        *health.router.routes,
+    ]
     problems.install(app)
     docs.install(app)
     openapi.install(app)

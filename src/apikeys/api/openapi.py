@@ -24,6 +24,14 @@ from apikeys.errors import (
     UnsupportedMediaType,
 )
 
+CONVERT_TAG = "Convert API v2"
+CONVERT_TAG_DESCRIPTION = (
+    "Convert's published API v2 key operations, for clients written from Convert's documents: "
+    "point such a client's base URL at `/api/v2`. Convert's field names (`auth_type`, "
+    "`key_id`, `key_secret`) and error shape (`{code, message, fields}`); the same keys, "
+    "rules and audit trail as the routes above."
+)
+
 SECRET_KEY_SCHEME = "secretKey"
 REQUEST_SIGNING_SCHEME = "requestSigning"
 # The docs page reads the secret from this scheme to sign in the browser (static/
@@ -152,6 +160,36 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
+class ConvertError(BaseModel):
+    """An error on the Convert API v2 surface, in Convert's shape."""
+
+    code: int = Field(description="The HTTP status.")
+    message: str = Field(description="What went wrong with this request, for a person to read.")
+    fields: list[str] = Field(description="The names of the bad fields; empty when none.")
+
+
+def convert_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these statuses on the Convert API v2 surface."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        _, description, detail, headers = _PROBLEMS[status]
+        responses[status] = {
+            "description": description,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/ConvertError"},
+                    "example": {
+                        "code": status,
+                        "message": detail,
+                        "fields": ["role"] if status == 422 else [],
+                    },
+                }
+            },
+            **({"headers": headers} if headers else {}),
+        }
+    return responses
+
+
 # Every authenticated operation can answer these, whatever it does.
 AUTHENTICATED_RESPONSES = problem_responses(401, 429, 503)
 
@@ -196,7 +234,11 @@ KEY_CREATE_EXAMPLES: dict[str, Example] = {
 def _problem_schemas() -> dict[str, Any]:
     schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     definitions: dict[str, Any] = schema.pop("$defs", {})
-    return {**definitions, "Problem": schema}
+    return {
+        **definitions,
+        "Problem": schema,
+        "ConvertError": ConvertError.model_json_schema(ref_template="#/components/schemas/{model}"),
+    }
 
 
 def _security_schemes() -> dict[str, Any]:
@@ -233,6 +275,13 @@ def install(app: FastAPI) -> None:
                 summary=app.summary,
                 description=app.description,
                 routes=app.routes,
+                # In this order on the docs page.
+                tags=[
+                    {"name": "API keys"},
+                    {"name": "Audit"},
+                    {"name": CONVERT_TAG, "description": CONVERT_TAG_DESCRIPTION},
+                    {"name": "Operations"},
+                ],
             )
             components = document.setdefault("components", {})
             components.setdefault("schemas", {}).update(_problem_schemas())

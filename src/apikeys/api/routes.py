@@ -78,7 +78,7 @@ def issued_response(issued: IssuedKey, account_id: int) -> JsonResponse:
     )
 
 
-def _origin(request: Request) -> Origin:
+def origin_of(request: Request) -> Origin:
     return Origin(
         client_address=request.client.host if request.client else None,
         request_id=request.state.request_id,
@@ -103,7 +103,7 @@ async def create_api_key(
         caller_of(request),
         account_id,
         body.to_request(),
-        _origin(request),
+        origin_of(request),
         await idempotent_request(request, idempotency_key),
     )
     return issued_response(issued, account_id)
@@ -160,7 +160,7 @@ async def get_api_key(account_id: AccountId, key: KeyId, request: Request) -> An
 )
 async def revoke_api_key(account_id: AccountId, key: KeyId, request: Request) -> Response:
     """Revoke a key at once and for good; revoking it again is a no-op. A key may revoke itself."""
-    await services_of(request).keys.revoke(caller_of(request), account_id, key, _origin(request))
+    await services_of(request).keys.revoke(caller_of(request), account_id, key, origin_of(request))
     return Response(status_code=204)
 
 
@@ -175,7 +175,7 @@ async def update_api_key(
 ) -> Any:
     """Rename a key or change its expiry (JSON merge patch); never the calling key itself."""
     updated = await services_of(request).keys.update(
-        caller_of(request), account_id, key, body.to_changes(), _origin(request)
+        caller_of(request), account_id, key, body.to_changes(), origin_of(request)
     )
     return JsonResponse(key_body(updated))
 
@@ -201,7 +201,7 @@ async def roll_api_key(
         account_id,
         key,
         (body or ApiKeyRoll()).overlap,
-        _origin(request),
+        origin_of(request),
         await idempotent_request(request, idempotency_key),
     )
     return issued_response(issued, account_id)
