@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from apikeys.domain import KeyType, Role
-from apikeys.service.idempotency import Idempotency, IdempotentRequest
+from apikeys.service.idempotency import Claim, Idempotency, IdempotentRequest
 from apikeys.service.keys import KeyRequest
 from apikeys.storage.models import ApiKey, IdempotencyRecord
 from tests.conftest import ACCOUNT_ID, Credential, World
@@ -110,7 +110,7 @@ async def test_while_the_first_request_is_in_flight_a_second_is_409(world: World
     held = asyncio.Event()
     release = asyncio.Event()
 
-    async def first_request_still_working() -> None:
+    async def first_request_still_working(claim: Claim | None) -> None:
         held.set()
         await release.wait()
         raise RuntimeError("the first request fails in the end")
@@ -120,8 +120,7 @@ async def test_while_the_first_request_is_in_flight_a_second_is_409(world: World
             issued.info,
             IdempotentRequest.of("k1", f"POST {KEYS}", body),
             first_request_still_working,
-            dict,
-            dict,
+            lambda kept, key_id: None,
         )
     )
     await held.wait()

@@ -3,8 +3,9 @@ within 24 hours gets the first answer again, and nothing new is made.
 
 The records live in the database, so every replica sees them. A record is claimed (inserted,
 in flight) before the operation runs and completed with its answer after: a second request
-meanwhile gets 409, one with another body 422. The answer holds the new secret, so it is
-kept encrypted as a signing secret is, and erased with its record when the window closes.
+meanwhile gets 409, one with another body 422. The answer is written in the same
+transaction as the key it made. It holds the new secret, so it is kept encrypted as a
+signing secret is, and erased with its record when the window closes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from apikeys.errors import Conflict, FieldError, InvalidInput
 from apikeys.security import SecretKeeper
 from apikeys.storage import repository
 from apikeys.storage.database import Database
+from apikeys.storage.repository import IdempotencyCompletion
 
 logger = logging.getLogger("apikeys.idempotency")
 
@@ -54,6 +56,19 @@ class IdempotentRequest:
         return cls(key, hashlib.sha256(canonical.encode()).digest())
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A record claimed for one request: the operation completes it with its answer, in the
+    same transaction as the key it makes, so a replayable answer always names a stored key."""
+
+    record_id: int
+    _keeper: SecretKeeper
+
+    def completion(self, answer: dict[str, Any]) -> IdempotencyCompletion:
+        sealed = self._keeper.encrypt(json.dumps(answer), _associated_data(self.record_id))
+        return IdempotencyCompletion(self.record_id, sealed)
+
+
 class Idempotency:
     """Runs operations that answer with a new key at most once per (calling key,
     Idempotency-Key) within the window."""
@@ -66,27 +81,22 @@ class Idempotency:
         self,
         caller: ApiKeyInfo,
         request: IdempotentRequest | None,
-        operation: Callable[[], Awaitable[Issued]],
-        issued_of: Callable[[dict[str, Any]], Issued],
-        answer_of: Callable[[Issued], dict[str, Any]],
+        operation: Callable[[Claim | None], Awaitable[Issued]],
+        replay: Callable[[dict[str, Any], int], Issued],
     ) -> Issued:
-        """`operation`'s answer, or the first one's again. `answer_of` turns an answer into
-        JSON to keep, and `issued_of` back."""
+        """`operation`'s answer, or the first one's again, rebuilt by `replay` from the kept
+        answer and the id of the key it made."""
         if request is None:
-            return await operation()
+            return await operation(None)
         claimed = await self._claim(caller, request)
-        if not isinstance(claimed, int):
-            return issued_of(claimed)
+        if not isinstance(claimed, Claim):
+            return replay(*claimed)
         try:
-            issued = await operation()
+            return await operation(claimed)
         except Exception:
             # Nothing was made, so nothing to replay: a retry runs afresh.
-            await self._release(claimed)
+            await self._release(claimed.record_id)
             raise
-        sealed = self._keeper.encrypt(json.dumps(answer_of(issued)), _associated_data(claimed))
-        async with self._database.transaction() as session:
-            await repository.complete_idempotency_record(session, claimed, sealed)
-        return issued
 
     async def erase_expired(self, now: datetime | None = None) -> int:
         """Erase every record whose window has closed; how many were."""
@@ -106,15 +116,18 @@ class Idempotency:
                     "could not erase expired idempotency records: %s", type(error).__name__
                 )
 
-    async def _claim(self, caller: ApiKeyInfo, request: IdempotentRequest) -> int | dict[str, Any]:
-        """The new record's id, or the first answer kept under this key."""
+    async def _claim(
+        self, caller: ApiKeyInfo, request: IdempotentRequest
+    ) -> Claim | tuple[dict[str, Any], int]:
+        """A new record, or the first answer kept under this key and its key's id."""
         for _ in range(3):
             now = datetime.now(UTC)
             try:
                 async with self._database.transaction() as session:
-                    return await repository.add_idempotency_record(
+                    record_id = await repository.add_idempotency_record(
                         session, caller.id, request.key, request.fingerprint, now, now + WINDOW
                     )
+                return Claim(record_id, self._keeper)
             except IntegrityError:
                 pass  # the caller already holds a record under this key
             async with self._database.transaction() as session:
@@ -130,11 +143,11 @@ class Idempotency:
                         "key for a new request",
                         [FieldError(("header", "Idempotency-Key"), "used with another request")],
                     )
-                if record.response is not None:
+                if record.response is not None and record.api_key_id is not None:
                     answer: dict[str, Any] = json.loads(
                         self._keeper.decrypt(record.response, _associated_data(record.id))
                     )
-                    return answer
+                    return answer, record.api_key_id
                 if record.created_at > now - ABANDONED_AFTER:
                     raise Conflict(
                         "A request with this Idempotency-Key is still in progress; retry shortly"
@@ -142,7 +155,7 @@ class Idempotency:
                 if await repository.restart_idempotency_record(
                     session, record.id, record.created_at, now
                 ):
-                    return record.id
+                    return Claim(record.id, self._keeper)
         raise Conflict("A request with this Idempotency-Key is still in progress; retry shortly")
 
     async def _release(self, record_id: int) -> None:

@@ -21,7 +21,7 @@ from apikeys.domain import (
 )
 from apikeys.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from apikeys.security import SecretKeeper
-from apikeys.service.idempotency import Idempotency, IdempotentRequest
+from apikeys.service.idempotency import Claim, Idempotency, IdempotentRequest
 from apikeys.service.pagination import Page, decode_cursor, page_of
 from apikeys.storage import repository
 from apikeys.storage.database import AsyncSession, Database
@@ -200,14 +200,13 @@ class KeyService:
         return await self._idempotency.run(
             caller,
             idempotent,
-            lambda: self._issue(account_id, request, created_by=caller, origin=origin),
-            _issued_from,
-            _kept,
+            lambda claim: self._issue(account_id, request, caller, origin, claim),
+            _replayed,
         )
 
     async def create_bootstrap(self, account_id: int, request: KeyRequest) -> IssuedKey:
         """The command line's path to a key, any role including owner; no caller to check."""
-        return await self._issue(account_id, request, created_by=None, origin=COMMAND_LINE)
+        return await self._issue(account_id, request, None, COMMAND_LINE, claim=None)
 
     async def list(
         self,
@@ -318,16 +317,15 @@ class KeyService:
         key), and no key rolls itself: a leaked key must not mint its own successor.
         """
         if caller is None:
-            return await self._roll(None, account_id, key, expires_in, origin)
+            return await self._roll(None, account_id, key, expires_in, origin, claim=None)
         ensure_can_manage(caller, account_id)
         if key == caller.key:
             raise Forbidden("A key cannot roll itself; use another admin or owner key")
         return await self._idempotency.run(
             caller,
             idempotent,
-            lambda: self._roll(caller, account_id, key, expires_in, origin),
-            _issued_from,
-            _kept,
+            lambda claim: self._roll(caller, account_id, key, expires_in, origin, claim),
+            _replayed,
         )
 
     async def _roll(
@@ -337,6 +335,7 @@ class KeyService:
         key: str,
         expires_in: int,
         origin: Origin,
+        claim: Claim | None,
     ) -> IssuedKey:
         async with self._database.transaction() as session:
             target = await self._target(session, caller, account_id, key, "roll")
@@ -355,7 +354,7 @@ class KeyService:
             if caller is not None:
                 ensure_within_grant(caller, request)
             new_key, secret = self._new_key(
-                account_id, request, caller, origin, rolled_from=target.key
+                account_id, request, caller, origin, claim, rolled_from=target.key
             )
             [info] = await repository.add_keys(session, [new_key])
             old_values: dict[str, Any] = {"revoked_at": now}
@@ -408,9 +407,11 @@ class KeyService:
         request: KeyRequest,
         created_by: ApiKeyInfo | None,
         origin: Origin,
+        claim: Claim | None,
         rolled_from: str | None = None,
     ) -> tuple[NewKey, str]:
-        """The rows of a new key and its creation's audit event, and the key's secret."""
+        """The rows of a new key, its creation's audit event and, for a claimed idempotency
+        record, the answer to keep; and the key's secret."""
         public_id = security.generate_key_id()
         secret = security.generate_secret(self._prefixes.for_type(request.type))
         signing = request.type is KeyType.REQUEST_SIGNING
@@ -442,7 +443,8 @@ class KeyService:
             at=now,
             related_key=rolled_from,
         )
-        return NewKey(row, audit), secret
+        completion = None if claim is None else claim.completion(_kept(row, secret, rolled_from))
+        return NewKey(row, audit, completion), secret
 
     async def _issue(
         self,
@@ -450,9 +452,10 @@ class KeyService:
         request: KeyRequest,
         created_by: ApiKeyInfo | None,
         origin: Origin,
+        claim: Claim | None,
     ) -> IssuedKey:
         """Create a key in the account and return it with its secret, once committed."""
-        new_key, secret = self._new_key(account_id, request, created_by, origin)
+        new_key, secret = self._new_key(account_id, request, created_by, origin, claim)
         try:
             info = await self._writer.add(new_key)
         except UnknownAccount:
@@ -466,30 +469,27 @@ class KeyService:
         return IssuedKey(info, secret)
 
 
-def _kept(issued: IssuedKey) -> dict[str, Any]:
-    """An answer as the idempotency record keeps it (encrypted: it holds the secret)."""
-    info = issued.info
+def _kept(row: NewKeyRow, secret: str, rolled_from: str | None) -> dict[str, Any]:
+    """The answer an idempotency record keeps (encrypted: it holds the secret), as a new key
+    is before any use."""
     return {
-        "id": info.id,
-        "key": info.key,
-        "account_id": info.account_id,
-        "name": info.name,
-        "type": info.type.value,
-        "role": info.role.value,
-        "project_ids": sorted(info.project_ids) if info.project_ids is not None else None,
-        "secret_hint": info.secret_hint,
-        "created_at": info.created_at.isoformat(),
-        "expires_at": _isoformat(info.expires_at),
-        "last_used_at": _isoformat(info.last_used_at),
-        "revoked_at": _isoformat(info.revoked_at),
-        "secret": issued.secret,
-        "rolled_from": issued.rolled_from,
+        "key": row.public_id,
+        "account_id": row.account_id,
+        "name": row.name,
+        "type": row.type.value,
+        "role": row.role.value,
+        "project_ids": sorted(row.project_ids) if row.project_ids is not None else None,
+        "secret_hint": row.secret_hint,
+        "created_at": row.created_at.isoformat(),
+        "expires_at": _isoformat(row.expires_at),
+        "secret": secret,
+        "rolled_from": rolled_from,
     }
 
 
-def _issued_from(kept: dict[str, Any]) -> IssuedKey:
+def _replayed(kept: dict[str, Any], key_id: int) -> IssuedKey:
     info = ApiKeyInfo(
-        id=kept["id"],
+        id=key_id,
         key=kept["key"],
         account_id=kept["account_id"],
         name=kept["name"],
@@ -499,8 +499,8 @@ def _issued_from(kept: dict[str, Any]) -> IssuedKey:
         secret_hint=kept["secret_hint"],
         created_at=datetime.fromisoformat(kept["created_at"]),
         expires_at=_from_isoformat(kept["expires_at"]),
-        last_used_at=_from_isoformat(kept["last_used_at"]),
-        revoked_at=_from_isoformat(kept["revoked_at"]),
+        last_used_at=None,
+        revoked_at=None,
     )
     return IssuedKey(info, kept["secret"], kept["rolled_from"])
 

@@ -154,7 +154,9 @@ class IdempotencyRecord(Base):
     # SHA-256 of the operation and its body as parsed JSON.
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
     # nonce || AES-256-GCM(the answer, new secret included), associated data = the record's
-    # caller and key, like a signing secret.
+    # id, as a signing secret's is its key's.
     response: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The key the answer made; set with the answer.
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -115,6 +115,12 @@ _IDS_OF_KEYS = select(ApiKey.public_id, ApiKey.id).where(
 )
 _INSERT_LINKS = insert(_table(ApiKeyProject))
 _INSERT_AUDIT_EVENT = insert(_table(AuditEvent))
+_IDEMPOTENCY = _table(IdempotencyRecord)
+_COMPLETE_IDEMPOTENCY_RECORD = (
+    update(_IDEMPOTENCY)
+    .where(_IDEMPOTENCY.c.id == bindparam("record_id"))
+    .values(response=bindparam("new_response"), api_key_id=bindparam("new_api_key_id"))
+)
 
 
 def info_of(columns: Mapping[Any, Any], project_ids: frozenset[int] | None) -> ApiKeyInfo:
@@ -224,11 +230,21 @@ class AuditRow:
 
 
 @dataclass(frozen=True, slots=True)
+class IdempotencyCompletion:
+    """The answer to keep in an idempotency record once its key is in."""
+
+    record_id: int
+    response: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class NewKey:
-    """The rows that create one key: the key itself and its creation's audit event."""
+    """The rows that create one key: the key itself, its creation's audit event, and for a
+    request with an Idempotency-Key the answer its record keeps."""
 
     row: NewKeyRow
     audit: AuditRow
+    idempotency: IdempotencyCompletion | None = None
 
 
 async def add_keys(executor: Executor, new_keys: Sequence[NewKey]) -> list[ApiKeyInfo]:
@@ -266,6 +282,17 @@ async def add_keys(executor: Executor, new_keys: Sequence[NewKey]) -> list[ApiKe
             for new_key, info in zip(new_keys, infos, strict=True)
         ],
     )
+    completions = [
+        {
+            "record_id": new_key.idempotency.record_id,
+            "new_response": new_key.idempotency.response,
+            "new_api_key_id": info.id,
+        }
+        for new_key, info in zip(new_keys, infos, strict=True)
+        if new_key.idempotency is not None
+    ]
+    if completions:
+        await executor.execute(_COMPLETE_IDEMPOTENCY_RECORD, completions)
     return infos
 
 
@@ -478,11 +505,9 @@ class StoredIdempotency:
     id: int
     fingerprint: bytes
     response: bytes | None
+    api_key_id: int | None
     created_at: datetime
     expires_at: datetime
-
-
-_IDEMPOTENCY = _table(IdempotencyRecord)
 
 
 async def add_idempotency_record(
@@ -519,6 +544,7 @@ async def find_idempotency_record(
                 IdempotencyRecord.id,
                 IdempotencyRecord.fingerprint,
                 IdempotencyRecord.response,
+                IdempotencyRecord.api_key_id,
                 IdempotencyRecord.created_at,
                 IdempotencyRecord.expires_at,
             ).where(
@@ -544,12 +570,6 @@ async def restart_idempotency_record(
         .values(created_at=started_at)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def complete_idempotency_record(executor: Executor, record_id: int, response: bytes) -> None:
-    await executor.execute(
-        update(IdempotencyRecord).where(IdempotencyRecord.id == record_id).values(response=response)
-    )
 
 
 async def delete_idempotency_record(executor: Executor, record_id: int) -> None:

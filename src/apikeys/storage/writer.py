@@ -94,7 +94,7 @@ class KeyWriter:
         try:
             # A connection, not an ORM session: the batch runs Core statements only, and the
             # session's bookkeeping around each would cost more than the statement.
-            async with self._database.engine.begin() as connection:
+            async with self._database.writes() as connection:
                 batch = await _refuse_unknown_references(connection, batch)
                 if not batch:
                     return
