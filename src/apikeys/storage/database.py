@@ -86,7 +86,8 @@ class Database:
 
     @asynccontextmanager
     async def writes(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction on a bare connection, for Core statements only (the key writer)."""
+        """`transaction()` on a bare connection, for Core statements only, where a session's
+        bookkeeping would cost more than the statements (the key writer)."""
         async with self._write_turn(), self.engine.begin() as connection:
             yield connection
 
