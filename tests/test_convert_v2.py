@@ -225,6 +225,7 @@ async def test_the_service_s_own_routes_keep_problem_json(world: World) -> None:
     assert response.headers["content-type"] == "application/problem+json"
 
 
+@pytest.mark.one_backend
 async def test_the_v2_operations_have_their_own_tag_in_the_document(app: FastAPI) -> None:
     document = app.openapi()
     tagged = {
