@@ -53,6 +53,8 @@ def _print_json(value: dict[str, Any]) -> None:
 
 
 async def _with_services(settings: Settings, work: Callable[[Services], Awaitable[Any]]) -> Any:
+    # A missing master key is refused before the database is touched.
+    settings.load_master_key()
     await upgrade_to_head(settings.async_database_url)
     async with build_services(settings) as services:
         return await work(services)

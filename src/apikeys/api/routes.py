@@ -174,7 +174,7 @@ async def update_api_key(
     account_id: AccountId, key: KeyId, body: ApiKeyPatch, request: Request
 ) -> Any:
     """Rename a key or change its expiry (JSON merge patch); never the calling key itself."""
-    updated = await services_of(request).keys.update(
+    updated = await services_of(request).keys.patch(
         caller_of(request), account_id, key, body.to_changes(), origin_of(request)
     )
     return JsonResponse(key_body(updated))

@@ -267,7 +267,7 @@ class KeyService:
         # Only once committed, so the very next request with the key is refused.
         self._forget(target.key)
 
-    async def update(
+    async def patch(
         self,
         caller: ApiKeyInfo,
         account_id: int,
