@@ -15,6 +15,7 @@ from apikeys.service.idempotency import Idempotency
 from apikeys.service.keys import KeyService, SecretPrefixes
 from apikeys.service.throttle import FailureThrottle
 from apikeys.service.usage import UsageRecorder
+from apikeys.service.verification import ProjectDirectory
 from apikeys.storage.database import Database
 from apikeys.storage.writer import KeyWriter
 
@@ -30,6 +31,7 @@ class Services:
     authenticator: Authenticator
     throttle: FailureThrottle
     writer: KeyWriter
+    projects: ProjectDirectory
     idempotency: Idempotency
     keys: KeyService
 
@@ -60,6 +62,7 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         authenticator=authenticator,
         throttle=FailureThrottle(settings.auth_failure_limit),
         writer=writer,
+        projects=ProjectDirectory(database),
         idempotency=idempotency,
         keys=KeyService(
             database,

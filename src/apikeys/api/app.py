@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from apikeys.api import convert, docs, health, openapi, problems, routes
 from apikeys.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from apikeys.api.verify import OperatorRoutes
 from apikeys.config import Settings
 from apikeys.log import AccessLog, logs_at
 from apikeys.services import build_services
@@ -51,6 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     docs.install(app)
     openapi.install(app)
+    # Here rather than in the server, so that /verify's gate, outside it, sees the TCP peer.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
+    app.add_middleware(OperatorRoutes, networks=settings.verify_allow_networks)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
     app.add_middleware(RequestContextMiddleware, access_log=access_log)
     return app
