@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -193,6 +194,8 @@ async def test_records_are_erased_by_the_background_eraser(world: World) -> None
             await asyncio.sleep(0.05)
     finally:
         running.cancel()
+        with suppress(asyncio.CancelledError):
+            await running
 
     assert await count(world, IdempotencyRecord) == 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
 from apikeys.config import Settings
@@ -78,6 +78,8 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         yield services
     finally:
         eraser.cancel()
+        with suppress(asyncio.CancelledError):
+            await eraser
         await writer.close()
         await authenticator.close()
         await database.dispose()
