@@ -1,5 +1,6 @@
 """What operators do with the command line, with no key at hand: accounts and projects, and
-the keys of an account (listed and revoked without a calling key)."""
+the keys of an account (listed and revoked without a calling key). Each function runs in the
+caller's transaction (`Database.transaction()`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from apikeys.errors import Conflict, NotFound
 from apikeys.security import SecretKeeper
 from apikeys.storage import repository
 from apikeys.storage.database import AsyncConnection, AsyncSession
-from apikeys.storage.repository import AccountRecord, ProjectRecord
+from apikeys.storage.repository import AccountRecord, AuditRow, ProjectRecord
 
 # Pages the listing reads the keys in; the command line shows them all.
 _KEY_PAGE = 200
@@ -21,7 +22,6 @@ _KEY_PAGE = 200
 async def create_account(session: AsyncSession, name: str, account_id: int | None) -> int:
     try:
         new_id = await repository.add_account(session, name, datetime.now(UTC), account_id)
-        await session.commit()
     except IntegrityError:
         raise Conflict(f"Account {account_id} already exists") from None
     return new_id
@@ -36,7 +36,6 @@ async def create_project(
         new_id = await repository.add_project(
             session, account_id, name, datetime.now(UTC), project_id
         )
-        await session.commit()
     except IntegrityError:
         raise Conflict(f"Project {project_id} already exists") from None
     return new_id
@@ -80,7 +79,7 @@ async def list_account_keys(
 
 async def revoke_account_key(session: AsyncSession, account_id: int, public_id: str) -> ApiKeyInfo:
     """Revoke any key of the account, owner keys too, for good; the audit event names no acting
-    key. Revoking a revoked key changes nothing. Commits; returns the key as it now stands.
+    key. Revoking a revoked key changes nothing. Returns the key as it now stands.
 
     Other processes refuse the key once their key cache lets go of it (APIKEYS_AUTH_CACHE_TTL).
     """
@@ -91,13 +90,21 @@ async def revoke_account_key(session: AsyncSession, account_id: int, public_id: 
     if await repository.revoke_key(session, target.id, now):
         await repository.add_audit_event(
             session,
-            action=KEY_REVOKED,
-            actor=None,
-            target=target,
-            origin=COMMAND_LINE,
-            created_at=now,
+            AuditRow(
+                account_id=account_id,
+                action=KEY_REVOKED,
+                actor_key_id=None,
+                actor_key=None,
+                target_key_id=target.id,
+                target_key=target.key,
+                related_key=None,
+                role=target.role.value,
+                projects=sorted(target.project_ids) if target.project_ids is not None else None,
+                client_address=COMMAND_LINE.client_address,
+                request_id=COMMAND_LINE.request_id,
+                created_at=now,
+            ),
         )
-    await session.commit()
     revoked = await repository.get_key(session, account_id, public_id, scope=None)
     assert revoked is not None
     return revoked
