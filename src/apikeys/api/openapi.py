@@ -261,6 +261,7 @@ AUDIT_EVENT_EXAMPLE: dict[str, Any] = {
     "action": "api_key.created",
     "actor_key": "tR9SIDxoedLsSYlmPeuOOF5y",
     "target_key": KEY_EXAMPLE["key"],
+    "related_key": None,
     "role": "edit",
     "projects": [1],
     "client_address": "203.0.113.7",
@@ -268,6 +269,26 @@ AUDIT_EVENT_EXAMPLE: dict[str, Any] = {
     "created_at": "2026-11-27T05:31:53Z",
 }
 AUDIT_EVENT_LIST_EXAMPLE: dict[str, Any] = {"data": [AUDIT_EVENT_EXAMPLE], "next_cursor": None}
+KEY_ROLLED_EXAMPLE: dict[str, Any] = {
+    **KEY_CREATED_EXAMPLE,
+    "key": "q7Xv2LbN0cR5tYwE8kZmA3sD",
+    "secret": "cvrs_…Q2rT",
+    "secret_hint": "…Q2rT",
+    "rolled_from": KEY_EXAMPLE["key"],
+}
+CONVERT_KEY_EXAMPLE: dict[str, Any] = {
+    "name": "Nightly Data Sync Script",
+    "auth_type": "requestSigning",
+    "projects": [1],
+    "key_id": KEY_EXAMPLE["key"],
+    "key_secret": "…WkXJ",
+    "role": "edit",
+}
+CONVERT_KEY_LIST_EXAMPLE: dict[str, Any] = {"data": [CONVERT_KEY_EXAMPLE]}
+CONVERT_DELETED_EXAMPLE: dict[str, Any] = {
+    "code": 200,
+    "message": f"API key {KEY_EXAMPLE['key']} was deleted",
+}
 # Set on the finished document: FastAPI leaves every null out of what it builds, examples too.
 _SCHEMA_EXAMPLES = {
     "ApiKey": KEY_EXAMPLE,
@@ -275,6 +296,10 @@ _SCHEMA_EXAMPLES = {
     "ApiKeyList": KEY_LIST_EXAMPLE,
     "AuditEventOut": AUDIT_EVENT_EXAMPLE,
     "AuditEventList": AUDIT_EVENT_LIST_EXAMPLE,
+    "ApiKeyRolled": KEY_ROLLED_EXAMPLE,
+    "ConvertApiKey": CONVERT_KEY_EXAMPLE,
+    "ConvertApiKeyList": CONVERT_KEY_LIST_EXAMPLE,
+    "ConvertDeleted": CONVERT_DELETED_EXAMPLE,
 }
 
 
