@@ -300,6 +300,15 @@ _SCHEMA_EXAMPLES = {
     "ConvertApiKey": CONVERT_KEY_EXAMPLE,
     "ConvertApiKeyList": CONVERT_KEY_LIST_EXAMPLE,
     "ConvertDeleted": CONVERT_DELETED_EXAMPLE,
+    # Request bodies offered by no named example: what the pages show as their sample.
+    "ConvertApiKeyAdd": {
+        "name": "Nightly Data Sync Script",
+        "auth_type": "requestSigning",
+        "projects": [1],
+        "role": "edit",
+    },
+    "ApiKeyPatch": {"name": "Nightly Data Sync Script", "expires_at": "2030-01-01T00:00:00Z"},
+    "ApiKeyRoll": {"expires_in": 86400},
 }
 
 
