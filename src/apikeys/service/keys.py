@@ -14,7 +14,7 @@ from apikeys.service.pagination import Page, decode_cursor, page_of
 from apikeys.storage import repository
 from apikeys.storage.database import AsyncSession
 from apikeys.storage.repository import NewKey, NewKeyRow
-from apikeys.storage.writer import KeyWriter, UnknownAccount, UnknownProjects
+from apikeys.storage.writer import KeyRefused, KeyWriter, UnknownAccount, UnknownProjects
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +109,11 @@ async def issue_key(
         info = await writer.add(NewKey(row, created_by, origin))
     except UnknownAccount:
         raise NotFound(f"Account {account_id} was not found") from None
+    except KeyRefused:
+        raise InvalidInput(
+            "The key's values could not be stored: a name, project id or expiry is outside "
+            "what the service accepts"
+        ) from None
     except UnknownProjects as error:
         listed = ", ".join(map(str, error.project_ids))
         raise InvalidInput(
