@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -75,6 +77,8 @@ async def _on_api_error(request: Request, error: Exception) -> ProblemResponse:
 
 async def _on_validation_error(request: Request, error: Exception) -> ProblemResponse:
     assert isinstance(error, RequestValidationError)
+    if isinstance(error.__cause__, json.JSONDecodeError):
+        return _unparsable_body(request.scope, _json_error_text(error.__cause__))
     field_errors = [FieldError(tuple(item["loc"]), _message(item)) for item in error.errors()]
     fields = ", ".join(dict.fromkeys(".".join(map(str, e.loc)) for e in field_errors))
     return error_problem(
@@ -92,8 +96,41 @@ def _message(item: dict[str, Any]) -> str:
     return str(item["msg"])
 
 
+def _json_error_text(error: json.JSONDecodeError) -> str:
+    return (
+        f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno} "
+        f"(character {error.pos})"
+    )
+
+
+def _parse_failure_text(error: BaseException) -> str | None:
+    """What made a body that FastAPI could not parse fail, in terms a person can fix."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply to parse: no field of this API takes more than a few levels"
+    if isinstance(error, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(error, ValueError) and "digits" in str(error):
+        return (
+            f"holds an integer of more than {sys.get_int_max_str_digits():,} digits; ids are "
+            "integers from 1 to 2,147,483,647"
+        )
+    return None
+
+
+def _unparsable_body(scope: Scope, reason: str) -> ProblemResponse:
+    return error_problem(
+        scope,
+        InvalidInput(f"The body is {reason}", [FieldError(("body",), reason)]),
+    )
+
+
 async def _on_http_exception(request: Request, error: Exception) -> ProblemResponse:
     assert isinstance(error, HTTPException)
+    # FastAPI answers any failure to parse a JSON body other than a syntax error (too deep,
+    # too many digits, not UTF-8) with a bare 400 that says nothing of the cause.
+    reason = _parse_failure_text(error.__cause__) if error.__cause__ else None
+    if error.status_code == 400 and reason is not None:
+        return _unparsable_body(request.scope, reason)
     detail = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
     if error.status_code == 404:
         detail = f"There is nothing at {request.url.path}"
