@@ -25,6 +25,7 @@ from apikeys.domain import KeyType, Role
 from apikeys.errors import ApiError, InvalidInput
 from apikeys.log import configure_logging
 from apikeys.security import SecretKeeper
+from apikeys.server import SERVER_OPTIONS
 from apikeys.service import accounts, keys
 from apikeys.storage.database import AsyncSession, Database
 from apikeys.storage.migrations import upgrade_to_head
@@ -32,17 +33,6 @@ from apikeys.storage.writer import KeyWriter
 
 DEMO_ACCOUNT_ID = 1
 DEMO_PROJECT_ID = 1
-
-# Shared with the benchmark's bare-FastAPI baseline, so both run on the same server.
-SERVER_OPTIONS: dict[str, Any] = {
-    "loop": "uvloop",
-    "http": "httptools",
-    "log_config": None,
-    "access_log": False,  # the service writes its own access line (apikeys.api.middleware)
-    "server_header": False,
-    # In-flight requests get this long to finish after SIGTERM.
-    "timeout_graceful_shutdown": 20,
-}
 
 
 def _print_json(value: dict[str, Any]) -> None:

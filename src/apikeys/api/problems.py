@@ -44,18 +44,39 @@ def problem(
     headers: Mapping[str, str] | None = None,
     errors: Sequence[FieldError] = (),
 ) -> ProblemResponse:
-    phrase = HTTPStatus(status).phrase
-    body: dict[str, Any] = {
-        "type": f"/problems/{slug}" if slug else "about:blank",
-        "title": title or phrase,
-        "status": status,
-        "detail": detail,
-        "instance": scope.get("path", ""),
-        "request_id": request_id_of(scope),
-    }
+    body = _document(
+        status, detail, scope.get("path", ""), request_id_of(scope), title=title, slug=slug
+    )
     if errors:
         body["errors"] = [{"loc": list(error.loc), "msg": error.msg} for error in errors]
     return ProblemResponse(body, status_code=status, headers=headers)
+
+
+def _document(
+    status: int,
+    detail: str,
+    instance: str,
+    request_id: str | None,
+    *,
+    title: str | None,
+    slug: str | None,
+) -> dict[str, Any]:
+    return {
+        "type": f"/problems/{slug}" if slug else "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "request_id": request_id,
+    }
+
+
+def error_document(error: ApiError, instance: str, request_id: str) -> dict[str, Any]:
+    """The problem body for an error answered below the application (apikeys.server), where
+    there is no request scope."""
+    return _document(
+        error.status, error.detail, instance, request_id, title=error.title, slug=error.slug
+    )
 
 
 def error_problem(scope: Scope, error: ApiError) -> ProblemResponse:
