@@ -180,6 +180,24 @@ def test_a_body_sent_a_byte_at_a_time_gets_a_408_after_the_body_deadline(
     assert not any('"status":500' in line for line in access), access[-5:]
 
 
+def test_a_body_answered_before_it_arrived_ends_the_connection_without_a_second_answer(
+    server: servers.Server,
+) -> None:
+    started = time.monotonic()
+    with connect(server) as slow, Dribbler([slow]):
+        slow.sendall(
+            b"POST /accounts/10/api-keys HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+        )
+
+        response = read_until_closed(slow)
+    elapsed = time.monotonic() - started
+
+    assert status_of(response) == 413
+    assert response.count(b"HTTP/1.1 ") == 1
+    assert elapsed < DEADLINE_SECONDS + SLACK_SECONDS
+
+
 @pytest.mark.parametrize("size", [20 * 1024, 1024 * 1024])
 def test_headers_over_16_kib_are_431_and_the_connection_closed(
     server: servers.Server, size: int

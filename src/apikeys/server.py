@@ -213,9 +213,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """End a connection whose client is too slow: a 408 if it was sending a request."""
         if self._phase is _Phase.HEADERS:
             self._refuse(RequestTimeout("The request's headers took too long to arrive"))
-        elif self._phase is _Phase.BODY:
+        elif self._phase is _Phase.BODY and not self.cycle.response_started:
             self._refuse(RequestTimeout("The request's body took too long to arrive"))
-        else:
+        else:  # between requests, or answered already without waiting for the whole body
             self._close()
 
     # Connections.
