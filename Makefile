@@ -1,13 +1,14 @@
 # The commands people and CI run. `make run` serves on SQLite with a printed owner key;
 # `make test` installs everything the tests need and runs lint, types, the suite and the
-# container image's smoke test.
+# container image's smoke test. `make test-fast` is the in-process tier on SQLite, for the
+# edit-test loop (no servers, CLI, nginx or Chromium).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint postgres chromium nginx wrk container-smoke bench bench-growth
+.PHONY: run test test-fast lint postgres chromium nginx wrk container-smoke bench bench-growth
 
 $(BIN)/apikeys: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,9 @@ lint: $(VENV)/.test-deps
 test: lint postgres chromium nginx wrk
 	$(BIN)/pytest
 	./.ci/container-smoke
+
+test-fast: $(VENV)/.test-deps postgres
+	$(BIN)/pytest -m "not full" --backends sqlite
 
 # The load generator of the benchmark (and of its smoke test).
 wrk:

@@ -16,9 +16,12 @@ class FieldError:
 
 
 class ApiError(Exception):
-    status: ClassVar[int] = 500
-    title: ClassVar[str] = "Internal Server Error"
-    slug: ClassVar[str] = "internal-error"
+    """An answer the service gives on purpose; each subclass names its status. (An
+    unexpected exception is not one: the middleware answers it with a bare 500.)"""
+
+    status: ClassVar[int]
+    title: ClassVar[str]
+    slug: ClassVar[str]
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
