@@ -80,6 +80,7 @@ async def test_the_largest_project_id_is_a_valid_id_of_no_project(world: World) 
     assert "2147483647" in problem["detail"]
 
 
+@pytest.mark.one_backend
 async def test_the_schema_states_the_project_id_bounds(world: World) -> None:
     document = (await world.client.get("/openapi.json")).json()
     create = document["components"]["schemas"]["ApiKeyCreate"]["properties"]["projects"]
@@ -138,6 +139,7 @@ async def test_a_cursor_at_the_edges_of_what_the_database_holds_is_accepted(
 # Bodies that cannot be parsed: a 422 whose detail says why.
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
@@ -163,6 +165,7 @@ async def test_a_body_that_cannot_be_parsed_is_422_saying_why(
 # Credential headers: linear parsing and the 8 KiB cap (SPEC §3).
 
 
+@pytest.mark.one_backend
 async def test_a_signature_followed_by_many_spaces_and_junk_is_401_as_malformed(
     world: World,
 ) -> None:
@@ -174,6 +177,7 @@ async def test_a_signature_followed_by_many_spaces_and_junk_is_401_as_malformed(
     assert "Malformed Authorization header" in response.json()["detail"]
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize(
     "header", ["Authorization", "Convert-Authorization", "Convert-Application-ID", "Expires"]
 )
@@ -192,6 +196,7 @@ async def test_any_credential_header_over_8_kib_is_401_before_anything_else(
     )
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize(
     "parameters",
     [
@@ -218,6 +223,7 @@ async def test_the_signature_parameter_may_carry_white_space_case_and_one_semico
 # No redirect built from the Host header.
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("path", ["/me/", f"{KEY_PATH}/", "/healthz/"])
 async def test_a_trailing_slash_path_is_a_plain_404_without_a_redirect(
     world: World, path: str
