@@ -54,8 +54,8 @@ def _clean_name(value: str) -> str:
     if any(unicodedata.category(character) in _REFUSED_NAME_CATEGORIES for character in name):
         raise PydanticCustomError(
             "name_characters",
-            "must not contain control or format characters (such as bidi overrides or "
-            "zero-width spaces) or lone surrogates",
+            "must not contain control characters, format characters (such as bidi "
+            "overrides or zero-width spaces) or lone surrogates",
         )
     return name
 
