@@ -37,10 +37,11 @@ container-smoke:
 	./.ci/container-smoke
 
 lint: $(VENV)/.test-deps
-	$(BIN)/ruff check src migrations tests bench
-	$(BIN)/ruff format --check src migrations tests bench
+	$(BIN)/ruff check src migrations tests bench examples
+	$(BIN)/ruff format --check src migrations tests bench examples
 	$(BIN)/mypy
 	$(BIN)/mypy bench
+	$(BIN)/mypy --strict examples/*.py
 
 test: lint postgres chromium nginx wrk
 	$(BIN)/pytest

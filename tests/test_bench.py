@@ -20,6 +20,8 @@ MEASURES = (
     "GET /me, requestSigning key",
     "GET /me, secretKey key",
     "POST /accounts/{id}/api-keys, one project",
+    "/verify, secretKey key",
+    "/verify, signed GET forwarded",
 )
 
 
@@ -56,6 +58,9 @@ def test_the_benchmark_writes_a_table_of_figures_for_the_backend(
         assert rps_met == ("yes" if rps_ratio >= target else "**no**")
         assert cells[-1] == "0", f"{measure}: requests failed under load"
     assert re.search(r"\| decrypt \+ HMAC \+ compare \(requestSigning\) \| [0-9.]+ µs", text)
+    assert re.search(
+        r"\| `require_key` on a cache hit \(Bearer, role and project\) \| [0-9.]+ µs", text
+    )
 
 
 def test_the_growth_benchmark_compares_two_tables_of_the_backend(

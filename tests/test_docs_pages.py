@@ -101,6 +101,10 @@ async def test_document_declares_bearer_and_the_convert_headers_and_a_never_sent
     assert "never sent" in schemes[REQUEST_SIGNING_SECRET_SCHEME]["description"]
 
 
+# The probes need no key; /metrics is for the addresses in APIKEYS_VERIFY_ALLOW instead.
+KEYLESS_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
 @pytest.mark.one_backend
 async def test_every_authenticated_operation_accepts_either_scheme_and_never_the_secret_one(
     client: httpx.AsyncClient,
@@ -108,7 +112,7 @@ async def test_every_authenticated_operation_accepts_either_scheme_and_never_the
     document = await openapi_document(client)
 
     for method, path, operation in operations(document):
-        if path in ("/healthz", "/readyz"):
+        if path in KEYLESS_PATHS:
             assert "security" not in operation
             continue
         assert operation["security"] == [{SECRET_KEY_SCHEME: []}, {REQUEST_SIGNING_SCHEME: []}], (
@@ -125,7 +129,7 @@ async def test_every_error_response_of_every_operation_is_problem_json(
 
     for method, path, operation in operations(document):
         responses = operation["responses"]
-        if path not in ("/healthz", "/readyz"):
+        if path not in KEYLESS_PATHS:
             assert {"401", "429", "503"} <= set(responses), (method, path)
         if operation.get("parameters") or "requestBody" in operation:
             assert "422" in responses, (method, path)

@@ -102,7 +102,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # The app applies X-Forwarded-For and -Proto itself (apikeys.api.app), after /verify's
+        # gate has seen the TCP peer.
+        proxy_headers=False,
         **SERVER_OPTIONS,
     )
 

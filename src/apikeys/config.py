@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +32,22 @@ def async_database_url(url: str) -> URL:
     raise ConfigurationError(
         f"APIKEYS_DATABASE_URL: unsupported database {backend!r}; use sqlite:/// or postgresql://"
     )
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated addresses or networks ("10.0.0.0/8", "::1"); a plain address is a
+    network of one."""
+    try:
+        return tuple(
+            ipaddress.ip_network(item.strip(), strict=False) for item in text.split(",") if item
+        )
+    except ValueError:
+        raise ValueError(
+            f"expected comma-separated IP addresses or networks, not {text!r}"
+        ) from None
 
 
 def decode_master_key(encoded: str, source: str) -> bytes:
@@ -76,6 +93,8 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(default=16 * 1024, ge=4 * 1024)
     # Open connections per process; never more than the open-file limit leaves room for.
     max_connections: int = Field(default=1000, ge=1)
+    # Peers that may call /verify and /metrics (comma-separated addresses or networks).
+    verify_allow: str = "127.0.0.1/32,::1/128"
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
 
@@ -85,6 +104,16 @@ class Settings(BaseSettings):
         if not value or not value.isascii() or not value.replace("_", "").isalnum():
             raise ValueError("a prefix is ASCII letters, digits and underscores")
         return value
+
+    @field_validator("verify_allow")
+    @classmethod
+    def _verify_allow_is_networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @cached_property
+    def verify_allow_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.verify_allow)
 
     @cached_property
     def async_database_url(self) -> URL:

@@ -33,9 +33,15 @@ class ApiError(Exception):
 
 
 class Unauthenticated(ApiError):
+    """`reason` is a short fixed word naming the kind of failure, for the metrics."""
+
     status = 401
     title = "Unauthorized"
     slug = "unauthenticated"
+
+    def __init__(self, detail: str, reason: str = "invalid_credentials") -> None:
+        super().__init__(detail)
+        self.reason = reason
 
     @property
     def headers(self) -> dict[str, str]:

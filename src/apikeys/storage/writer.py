@@ -6,6 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from apikeys import metrics
 from apikeys.domain import KEY_CREATED, ApiKeyInfo
 from apikeys.storage import repository
 from apikeys.storage.database import AsyncConnection, Database
@@ -95,6 +96,7 @@ class KeyWriter:
                 del self._waiting[:MAX_BATCH]
                 self._last_batch_size = len(batch)
                 if batch:
+                    metrics.KEY_WRITER_BATCH.observe(len(batch))
                     await self._write(batch)
         finally:
             self._flushing = None
