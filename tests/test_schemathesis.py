@@ -60,6 +60,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         capture_output=True,
         text=True,
         timeout=MAX_SECONDS * 3,
+        cwd=tmp_path,  # where it keeps its own state
     )  # fmt: skip
 
     output = run.stdout.replace(live.bearer_owner.secret, "<owner secret>")
