@@ -280,14 +280,12 @@ def owner_client(
 
     async def owner_secret() -> str:
         services = app.state.services
-        async with services.database.sessions() as session:
+        async with services.database.transaction() as session:
             await accounts.create_account(session, "Acme", ACCOUNT_ID)
             for project in PROJECTS:
                 await accounts.create_project(session, ACCOUNT_ID, f"Project {project}", project)
         request = keys.KeyRequest("owner", KeyType.SECRET_KEY, Role.OWNER, None, None)
-        issued = await keys.create_bootstrap_key(
-            services.writer, services.keeper, services.prefixes, ACCOUNT_ID, request
-        )
+        issued = await services.keys.create_bootstrap(ACCOUNT_ID, request)
         return issued.secret
 
     in_process = InProcess(app)

@@ -11,12 +11,12 @@ from fastapi.routing import APIRoute
 from starlette.types import Scope
 
 from apikeys import metrics
-from apikeys.api.deps import Services
 from apikeys.api.openapi import REQUEST_SIGNING_SCHEME, SECRET_KEY_SCHEME
 from apikeys.domain import ApiKeyInfo
 from apikeys.errors import TooManyRequests, Unauthenticated, UnsupportedMediaType
 from apikeys.security import SignedMessage
 from apikeys.service.authentication import BearerCredentials, Credentials, SignatureCredentials
+from apikeys.services import Services
 
 # Credential headers are read with plain string operations, each a single pass, never with
 # a regular expression that could backtrack: a crafted header costs no more than a normal one.

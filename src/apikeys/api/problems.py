@@ -1,4 +1,5 @@
-"""RFC 9457 problem+json: the one place errors become HTTP responses."""
+"""RFC 9457 problem+json (Convert's error shape under /api/v2): the one place errors become
+HTTP responses."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from apikeys.storage.faults import UNAVAILABLE_ERRORS, is_unavailable
 logger = logging.getLogger("apikeys.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# Under this prefix errors have Convert's shape: the surface that speaks Convert's API v2.
+CONVERT_PREFIX = "/api/v2"
+_PARAMETER_KINDS = frozenset({"body", "path", "query", "header"})
 
 
 class ProblemResponse(JsonResponse):
@@ -43,7 +47,9 @@ def problem(
     slug: str | None = None,
     headers: Mapping[str, str] | None = None,
     errors: Sequence[FieldError] = (),
-) -> ProblemResponse:
+) -> JsonResponse:
+    if _speaks_convert(scope):
+        return convert_error(status, detail, headers=headers, errors=errors)
     body = _document(
         status, detail, scope.get("path", ""), request_id_of(scope), title=title, slug=slug
     )
@@ -79,7 +85,35 @@ def error_document(error: ApiError, instance: str, request_id: str) -> dict[str,
     )
 
 
-def error_problem(scope: Scope, error: ApiError) -> ProblemResponse:
+def _speaks_convert(scope: Scope) -> bool:
+    path: str = scope.get("path", "")
+    return path.startswith(CONVERT_PREFIX) and path[
+        len(CONVERT_PREFIX) : len(CONVERT_PREFIX) + 1
+    ] in ("", "/")
+
+
+def convert_error(
+    status: int,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    errors: Sequence[FieldError] = (),
+) -> JsonResponse:
+    """Convert's error body, `{"code", "message", "fields"}`, with the same status and headers
+    as the problem it stands for; `fields` names each bad field by its name alone."""
+    fields = [_field_name(error.loc) for error in errors]
+    body = {"code": status, "message": message, "fields": list(dict.fromkeys(fields))}
+    return JsonResponse(body, status_code=status, headers=headers)
+
+
+def _field_name(loc: Sequence[str | int]) -> str:
+    named = [part for part in loc if isinstance(part, str)]
+    if len(named) > 1 and named[0] in _PARAMETER_KINDS:
+        return named[1]
+    return named[0] if named else "body"
+
+
+def error_problem(scope: Scope, error: ApiError) -> JsonResponse:
     return problem(
         scope,
         error.status,
@@ -91,12 +125,12 @@ def error_problem(scope: Scope, error: ApiError) -> ProblemResponse:
     )
 
 
-async def _on_api_error(request: Request, error: Exception) -> ProblemResponse:
+async def _on_api_error(request: Request, error: Exception) -> JsonResponse:
     assert isinstance(error, ApiError)
     return error_problem(request.scope, error)
 
 
-async def _on_validation_error(request: Request, error: Exception) -> ProblemResponse:
+async def _on_validation_error(request: Request, error: Exception) -> JsonResponse:
     assert isinstance(error, RequestValidationError)
     if isinstance(error.__cause__, json.JSONDecodeError):
         return _unparsable_body(request.scope, _json_error_text(error.__cause__))
@@ -138,14 +172,14 @@ def _parse_failure_text(error: BaseException) -> str | None:
     return None
 
 
-def _unparsable_body(scope: Scope, reason: str) -> ProblemResponse:
+def _unparsable_body(scope: Scope, reason: str) -> JsonResponse:
     return error_problem(
         scope,
         InvalidInput(f"The body is {reason}", [FieldError(("body",), reason)]),
     )
 
 
-async def _on_http_exception(request: Request, error: Exception) -> ProblemResponse:
+async def _on_http_exception(request: Request, error: Exception) -> JsonResponse:
     assert isinstance(error, HTTPException)
     # FastAPI answers any failure to parse a JSON body other than a syntax error (too deep,
     # too many digits, not UTF-8) with a bare 400 that says nothing of the cause.
@@ -160,7 +194,7 @@ async def _on_http_exception(request: Request, error: Exception) -> ProblemRespo
     return problem(request.scope, error.status_code, detail, headers=error.headers)
 
 
-def unavailable_problem(scope: Scope, error: Exception) -> ProblemResponse:
+def unavailable_problem(scope: Scope, error: Exception) -> JsonResponse:
     """The 503 for a database that is not answering; re-raises any other error."""
     # Any other driver error (a constraint, say) is a fault of ours, for the last-resort 500.
     if not is_unavailable(error):
@@ -170,12 +204,12 @@ def unavailable_problem(scope: Scope, error: Exception) -> ProblemResponse:
     return error_problem(scope, ServiceUnavailable("The database is not answering; retry shortly"))
 
 
-def not_found(scope: Scope) -> ProblemResponse:
+def not_found(scope: Scope) -> JsonResponse:
     """The 404 of a path the app does not serve, as the handler below answers it."""
     return problem(scope, 404, f"There is nothing at {scope['path']}")
 
 
-async def _on_database_error(request: Request, error: Exception) -> ProblemResponse:
+async def _on_database_error(request: Request, error: Exception) -> JsonResponse:
     return unavailable_problem(request.scope, error)
 
 

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from apikeys import metrics
-from apikeys.domain import KEY_CREATED, ApiKeyInfo
+from apikeys.domain import ApiKeyInfo
 from apikeys.storage import repository
 from apikeys.storage.database import AsyncConnection, Database
 from apikeys.storage.faults import is_unavailable
@@ -105,13 +105,11 @@ class KeyWriter:
         try:
             # A connection, not an ORM session: the batch runs Core statements only, and the
             # session's bookkeeping around each would cost more than the statement.
-            async with self._database.engine.begin() as connection:
+            async with self._database.writes() as connection:
                 batch = await _refuse_unknown_references(connection, batch)
                 if not batch:
                     return
-                infos = await repository.add_keys(
-                    connection, [waiting.key for waiting in batch], KEY_CREATED
-                )
+                infos = await repository.add_keys(connection, [waiting.key for waiting in batch])
         except Exception as error:
             if is_unavailable(error):
                 _fail(batch, error)
