@@ -3,7 +3,7 @@
 For each backend: a fresh database bootstrapped with the `apikeys` command line, then
 `--rounds` rounds of: start the baseline, load each of its routes with wrk, stop it; start
 `apikeys serve`, load each of its routes, stop it. Both run one uvicorn worker with the same
-options (apikeys.cli.SERVER_OPTIONS). The medians go into a Markdown report.
+options (apikeys.server.SERVER_OPTIONS). The medians go into a Markdown report.
 
 Plain requests per second swing with whatever else the machine runs, so the report also
 gives requests per CPU-second of the server process, a far steadier ratio.

@@ -11,15 +11,16 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
-from sqlalchemy.exc import IntegrityError, StatementError
 
 from apikeys import security
 from apikeys.config import async_database_url
 from apikeys.domain import KeyType, Role
+from apikeys.errors import InvalidInput
+from apikeys.service.keys import IssuedKey, KeyRequest
 from apikeys.storage.database import Database
 from apikeys.storage.models import ApiKey, ApiKeyProject, AuditEvent
 from apikeys.storage.repository import NewKey, NewKeyRow
-from apikeys.storage.writer import KeyWriter, UnknownAccount, UnknownProjects
+from apikeys.storage.writer import KeyRefused, KeyWriter, UnknownAccount, UnknownProjects
 from tests.conftest import ACCOUNT_ID, OTHER_ACCOUNT_ID, OTHER_PROJECT, World
 from tests.factories import new_key_of
 
@@ -157,11 +158,49 @@ async def test_a_key_the_database_refuses_fails_alone_and_its_error_hides_the_va
     assert [getattr(outcome, "name", None) for outcome in outcomes] == [
         "first", None, None, "last",
     ]  # fmt: skip
-    assert isinstance(outcomes[1], IntegrityError)
-    assert isinstance(outcomes[2], StatementError)
+    assert isinstance(outcomes[1], KeyRefused)
+    assert isinstance(outcomes[2], KeyRefused)
     assert first.row.public_id not in str(outcomes[1])
     assert first.row.secret_digest.hex() not in str(outcomes[1])
     assert await count(world, ApiKey) == 2
+
+
+def hostile_requests(backend: str) -> list[KeyRequest]:
+    """Requests validation would refuse, each holding a value the database cannot store."""
+    too_big = 2**31 if backend == "postgresql" else 2**63
+    base = KeyRequest(
+        name="hostile", type=KeyType.SECRET_KEY, role=Role.BROWSE, project_ids=None,
+        expires_at=None,
+    )  # fmt: skip
+    return [
+        replace(base, project_ids=frozenset({too_big})),
+        replace(base, name="\ud800"),
+        replace(base, name="x" * 500) if backend == "postgresql" else replace(base, name="\udfff"),
+    ]
+
+
+async def test_values_the_database_refuses_fail_their_own_creates_and_no_other(
+    world: World, backend: str
+) -> None:
+    service = world.services.keys
+    valid = KeyRequest(
+        name="valid", type=KeyType.SECRET_KEY, role=Role.BROWSE,
+        project_ids=frozenset({OTHER_PROJECT}), expires_at=None,
+    )  # fmt: skip
+    hostile = hostile_requests(backend)
+
+    for _ in range(3):  # several rounds, so hostile keys land in batches of every shape
+        creates = [service.create_bootstrap(OTHER_ACCOUNT_ID, valid) for _ in range(9)]
+        creates[2:2] = [service.create_bootstrap(ACCOUNT_ID, request) for request in hostile]
+        outcomes = await asyncio.gather(*creates, return_exceptions=True)
+
+        refused = outcomes[2 : 2 + len(hostile)]
+        created = outcomes[:2] + outcomes[2 + len(hostile) :]
+        assert all(isinstance(outcome, InvalidInput) for outcome in refused), refused
+        assert all(isinstance(outcome, IssuedKey) for outcome in created), created
+    assert await count(world, ApiKey) == 27
+    assert await count(world, AuditEvent) == 27
+    assert await count(world, ApiKeyProject) == 27
 
 
 async def test_a_caller_that_goes_away_leaves_the_others_their_keys(world: World) -> None:

@@ -33,6 +33,7 @@ from apikeys.config import ConfigurationError, Settings
 from apikeys.domain import COMMAND_LINE, ApiKeyInfo, KeyType, Role
 from apikeys.errors import ApiError, InvalidInput
 from apikeys.log import configure_logging
+from apikeys.server import SERVER_OPTIONS
 from apikeys.service import accounts, keys
 from apikeys.services import Services, build_services
 from apikeys.storage.database import AsyncSession
@@ -45,17 +46,6 @@ QUICKSTART_FILENAME = "apikeys.quickstart.env"
 QUICKSTART_KEYS = {
     KeyType.SECRET_KEY: "Quickstart owner key",
     KeyType.REQUEST_SIGNING: "Quickstart owner signing key",
-}
-
-# Shared with the benchmark's bare-FastAPI baseline, so both run on the same server.
-SERVER_OPTIONS: dict[str, Any] = {
-    "loop": "uvloop",
-    "http": "httptools",
-    "log_config": None,
-    "access_log": False,  # the service writes its own access line (apikeys.api.middleware)
-    "server_header": False,
-    # In-flight requests get this long to finish after SIGTERM.
-    "timeout_graceful_shutdown": 20,
 }
 
 

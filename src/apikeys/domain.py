@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+# Every id (accounts, projects, keys, events) is a 32-bit signed integer in the database.
+MAX_ID = 2**31 - 1
+
 
 class KeyType(StrEnum):
     REQUEST_SIGNING = "requestSigning"

@@ -45,6 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # A redirect to the path with or without its slash would be built from the Host
+        # header, which the client chooses: an unauthenticated open redirect.
+        redirect_slashes=False,
     )
     # Straight into the app's own table rather than include_router(), which FastAPI matches
     # through a nested router, twice over, on every request. The authenticated routes come

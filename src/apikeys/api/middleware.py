@@ -22,6 +22,9 @@ from apikeys.log import AccessLog
 error_log = logging.getLogger("apikeys.errors")
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# Logged for a request left unanswered because its client went away or was cut off (nginx's
+# code for it), rather than the 500 nobody was sent.
+CLIENT_WENT_AWAY = 499
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -67,6 +70,8 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+            if not response_started:
+                status = CLIENT_WENT_AWAY
         except Exception:
             error_log.exception("unhandled error", extra={"request_id": request_id})
             if response_started:

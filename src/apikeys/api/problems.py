@@ -3,7 +3,9 @@ HTTP responses."""
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -48,18 +50,39 @@ def problem(
 ) -> JsonResponse:
     if _speaks_convert(scope):
         return convert_error(status, detail, headers=headers, errors=errors)
-    phrase = HTTPStatus(status).phrase
-    body: dict[str, Any] = {
-        "type": f"/problems/{slug}" if slug else "about:blank",
-        "title": title or phrase,
-        "status": status,
-        "detail": detail,
-        "instance": scope.get("path", ""),
-        "request_id": request_id_of(scope),
-    }
+    body = _document(
+        status, detail, scope.get("path", ""), request_id_of(scope), title=title, slug=slug
+    )
     if errors:
         body["errors"] = [{"loc": list(error.loc), "msg": error.msg} for error in errors]
     return ProblemResponse(body, status_code=status, headers=headers)
+
+
+def _document(
+    status: int,
+    detail: str,
+    instance: str,
+    request_id: str | None,
+    *,
+    title: str | None,
+    slug: str | None,
+) -> dict[str, Any]:
+    return {
+        "type": f"/problems/{slug}" if slug else "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "request_id": request_id,
+    }
+
+
+def error_document(error: ApiError, instance: str, request_id: str) -> dict[str, Any]:
+    """The problem body for an error answered below the application (apikeys.server), where
+    there is no request scope."""
+    return _document(
+        error.status, error.detail, instance, request_id, title=error.title, slug=error.slug
+    )
 
 
 def _speaks_convert(scope: Scope) -> bool:
@@ -109,6 +132,8 @@ async def _on_api_error(request: Request, error: Exception) -> JsonResponse:
 
 async def _on_validation_error(request: Request, error: Exception) -> JsonResponse:
     assert isinstance(error, RequestValidationError)
+    if isinstance(error.__cause__, json.JSONDecodeError):
+        return _unparsable_body(request.scope, _json_error_text(error.__cause__))
     field_errors = [FieldError(tuple(item["loc"]), _message(item)) for item in error.errors()]
     fields = ", ".join(dict.fromkeys(".".join(map(str, e.loc)) for e in field_errors))
     return error_problem(
@@ -126,8 +151,41 @@ def _message(item: dict[str, Any]) -> str:
     return str(item["msg"])
 
 
+def _json_error_text(error: json.JSONDecodeError) -> str:
+    return (
+        f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno} "
+        f"(character {error.pos})"
+    )
+
+
+def _parse_failure_text(error: BaseException) -> str | None:
+    """What made a body that FastAPI could not parse fail, in terms a person can fix."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply to parse: no field of this API takes more than a few levels"
+    if isinstance(error, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(error, ValueError) and "digits" in str(error):
+        return (
+            f"holds an integer of more than {sys.get_int_max_str_digits():,} digits; ids are "
+            "integers from 1 to 2,147,483,647"
+        )
+    return None
+
+
+def _unparsable_body(scope: Scope, reason: str) -> JsonResponse:
+    return error_problem(
+        scope,
+        InvalidInput(f"The body is {reason}", [FieldError(("body",), reason)]),
+    )
+
+
 async def _on_http_exception(request: Request, error: Exception) -> JsonResponse:
     assert isinstance(error, HTTPException)
+    # FastAPI answers any failure to parse a JSON body other than a syntax error (too deep,
+    # too many digits, not UTF-8) with a bare 400 that says nothing of the cause.
+    reason = _parse_failure_text(error.__cause__) if error.__cause__ else None
+    if error.status_code == 400 and reason is not None:
+        return _unparsable_body(request.scope, reason)
     detail = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
     if error.status_code == 404:
         detail = f"There is nothing at {request.url.path}"

@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, to_json
 
-from apikeys.domain import ApiKeyInfo, KeyType, Role
+from apikeys.domain import MAX_ID, ApiKeyInfo, KeyType, Role
 from apikeys.service.keys import (
     ROLL_OVERLAP_DEFAULT,
     ROLL_OVERLAP_MAX,
@@ -30,6 +30,9 @@ from apikeys.service.keys import (
 
 MAX_PROJECTS = 1000
 NAME_MAX_LENGTH = 100
+# Control and format characters (bidi overrides, zero-width spaces) and lone surrogates: a
+# name holding them can disguise one key as another in a listing, or fail to be stored.
+_REFUSED_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
@@ -55,8 +58,12 @@ def _clean_name(value: str) -> str:
             "must be 1 to {max} characters once surrounding white space is trimmed",
             {"max": NAME_MAX_LENGTH},
         )
-    if any(unicodedata.category(character) == "Cc" for character in name):
-        raise PydanticCustomError("name_control", "must not contain control characters")
+    if any(unicodedata.category(character) in _REFUSED_NAME_CATEGORIES for character in name):
+        raise PydanticCustomError(
+            "name_characters",
+            "must not contain control characters, format characters (such as bidi "
+            "overrides or zero-width spaces) or lone surrogates",
+        )
     return name
 
 
@@ -103,7 +110,7 @@ def _distinct_projects(value: list[int] | None) -> list[int] | None:
     return distinct
 
 
-ProjectId = Annotated[int, Field(strict=True, gt=0)]
+ProjectId = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
 ProjectIds = Annotated[list[ProjectId] | None, AfterValidator(_distinct_projects)]
 Name = Annotated[str, Field(strict=True), AfterValidator(_clean_name)]
 Expiry = Annotated[datetime | None, BeforeValidator(_parse_rfc3339), AfterValidator(_in_the_future)]
@@ -118,7 +125,9 @@ class ApiKeyCreate(BaseModel):
     # Examples live with the operation (apikeys.api.openapi), where the docs page offers them.
     model_config = ConfigDict(extra="forbid")
 
-    name: Name = Field(description="1-100 characters after trimming; no control characters.")
+    name: Name = Field(
+        description="1-100 characters after trimming; no control or format characters."
+    )
     type: Literal["requestSigning", "secretKey"] = Field(
         default="requestSigning",
         description="requestSigning: HMAC-signed requests; secretKey: a Bearer secret.",
@@ -152,7 +161,7 @@ class ApiKeyPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name = Field(
-        default="", description="1-100 characters after trimming; no control characters."
+        default="", description="1-100 characters after trimming; no control or format characters."
     )
     expires_at: Expiry = Field(
         default=None,

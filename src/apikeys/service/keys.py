@@ -26,7 +26,7 @@ from apikeys.service.pagination import Page, decode_cursor, page_of
 from apikeys.storage import repository
 from apikeys.storage.database import AsyncSession, Database
 from apikeys.storage.repository import AuditRow, NewKey, NewKeyRow
-from apikeys.storage.writer import KeyWriter, UnknownAccount, UnknownProjects
+from apikeys.storage.writer import KeyRefused, KeyWriter, UnknownAccount, UnknownProjects
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,6 +460,11 @@ class KeyService:
             info = await self._writer.add(new_key)
         except UnknownAccount:
             raise NotFound(f"Account {account_id} was not found") from None
+        except KeyRefused:
+            raise InvalidInput(
+                "The key's values could not be stored: a name, project id or expiry is outside "
+                "what the service accepts"
+            ) from None
         except UnknownProjects as error:
             listed = ", ".join(map(str, error.project_ids))
             raise InvalidInput(

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
-
-from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
 from apikeys import metrics
 from apikeys.domain import ApiKeyInfo
 from apikeys.storage import repository
 from apikeys.storage.database import AsyncConnection, Database
+from apikeys.storage.faults import is_unavailable
 from apikeys.storage.repository import NewKey
+
+logger = logging.getLogger("apikeys.storage")
 
 # Enough for every client of a busy replica at once, few enough to keep one commit short.
 MAX_BATCH = 100
@@ -21,6 +23,13 @@ LINGER_SECONDS = 0.001
 
 class UnknownAccount(Exception):
     """A new key's account does not exist."""
+
+
+class KeyRefused(Exception):
+    """The database refused a new key's values (the key alone: the others were written)."""
+
+    def __init__(self) -> None:
+        super().__init__("the database refused the key's values")
 
 
 class UnknownProjects(Exception):
@@ -61,8 +70,8 @@ class KeyWriter:
         self._last_batch_size = 0
 
     async def add(self, key: NewKey) -> ApiKeyInfo:
-        """The key as stored, once committed. Raises UnknownAccount, UnknownProjects, or the
-        database's error."""
+        """The key as stored, once committed. Raises UnknownAccount, UnknownProjects,
+        KeyRefused, or the error of a database that is unavailable."""
         created: asyncio.Future[ApiKeyInfo] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(key, created))
         if self._flushing is None:
@@ -102,11 +111,17 @@ class KeyWriter:
                     return
                 infos = await repository.add_keys(connection, [waiting.key for waiting in batch])
         except Exception as error:
-            if len(batch) == 1 or not _about_the_data(error):
+            if is_unavailable(error):
                 _fail(batch, error)
                 return
-            # Not something a request can cause once validated; but if it happens, only the
-            # key at fault should fail, so each is tried on its own.
+            if len(batch) == 1:
+                # Whatever its class (a constraint, a value the driver cannot bind or the
+                # column cannot hold), an error that one key meets alone is that key's.
+                logger.warning("a new key was refused by the database: %s", type(error).__name__)
+                _fail(batch, KeyRefused())
+                return
+            # Validation should have stopped any such key; if one got through, it alone must
+            # fail, so each key is tried on its own.
             for waiting in batch:
                 if not waiting.created.done():
                     await self._write([waiting])
@@ -138,15 +153,6 @@ async def _refuse_unknown_references(
         else:
             accepted.append(waiting)
     return accepted
-
-
-def _about_the_data(error: Exception) -> bool:
-    """Whether the error may be one row's doing (a constraint, a value that cannot be bound),
-    rather than the database's (unreachable, timed out), which trying each key again would
-    only meet once per key."""
-    if isinstance(error, IntegrityError):
-        return True
-    return isinstance(error, StatementError) and not isinstance(error, DBAPIError)
 
 
 def _fail(batch: list[_Waiting], error: Exception) -> None:
