@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from apikeys.api import docs, health, openapi, problems, routes
+from apikeys.api.deadline import DeadlineMiddleware
 from apikeys.api.deps import Services
 from apikeys.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from apikeys.config import Settings
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     docs.install(app)
     openapi.install(app)
+    app.add_middleware(DeadlineMiddleware, seconds=settings.database_timeout)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
     app.add_middleware(RequestContextMiddleware, access_log=access_log)
     return app

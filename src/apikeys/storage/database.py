@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
+from contextvars import ContextVar
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from pydantic_core import to_json
@@ -17,6 +22,42 @@ from sqlalchemy.ext.asyncio import (
 )
 
 _READ_ONLY = "apikeys_read_only"
+
+# The loop time by which the database work under way must be done (see Deadline).
+_deadline: ContextVar[float | None] = ContextVar("apikeys_database_deadline", default=None)
+
+
+class Deadline:
+    """`async with Deadline(seconds)`: everything awaited inside gets `seconds` in all,
+    however many connection waits and statements it takes, then TimeoutError. Work it hands
+    to another task (the key writer's) reads the same deadline through `deadline_of`."""
+
+    __slots__ = ("_seconds", "_timeout", "_token")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    async def __aenter__(self) -> None:
+        when = asyncio.get_running_loop().time() + self._seconds
+        self._token = _deadline.set(when)
+        self._timeout = asyncio.timeout_at(when)
+        await self._timeout.__aenter__()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        _deadline.reset(self._token)
+        await self._timeout.__aexit__(kind, error, traceback)
+
+
+def deadline_of(seconds: float) -> float:
+    """The loop time the current work must be done by: the enclosing Deadline's, else
+    `seconds` from now."""
+    when = _deadline.get()
+    return asyncio.get_running_loop().time() + seconds if when is None else when
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
@@ -45,6 +86,28 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+_POSTGRES_READ_ONLY = (
+    "SELECT pg_is_in_recovery() OR current_setting('default_transaction_read_only')::bool"
+)
+# Free space an SQLite database needs to be ready: room for its write-ahead log to fill up
+# to the size at which it is checkpointed (1,000 pages), twice over, so that a write admitted
+# now does not find the disk full.
+SQLITE_FREE_SPACE_NEEDED = 2 * 1000 * 4096
+
+
+def _sqlite_unready_reason(database: str | None) -> str | None:
+    """Whether the file system holding an SQLite database can take writes: one statvfs call,
+    rather than a write that would need the very space it looks for."""
+    if not database or database == ":memory:":
+        return None
+    status = os.statvfs(Path(database).resolve().parent)
+    if status.f_flag & os.ST_RDONLY:
+        return "the database's file system is read-only"
+    if status.f_bavail * status.f_frsize < SQLITE_FREE_SPACE_NEEDED:
+        return "the database's disk is full"
+    return None
+
+
 class Database:
     """The engine, sessions for work that may write, and bare connections (`reads`) for the
     authentication lookups, which never write and run on every cache miss."""
@@ -68,6 +131,7 @@ class Database:
                 connect_args={"timeout": timeout, "command_timeout": timeout},
             )
         self.url = url
+        self.timeout = timeout
         self.engine = create_async_engine(url, **options)
         if url.get_backend_name() == "sqlite":
             _configure_sqlite(self.engine, int(timeout * 1000))
@@ -77,12 +141,20 @@ class Database:
     def reads(self) -> AsyncContextManager[AsyncConnection]:
         return self._read_engine.connect()
 
-    async def ping(self) -> None:
+    async def unready_reason(self) -> str | None:
+        """Why the database cannot serve requests now although it answers (it cannot write),
+        or None when it can. Raises the driver's error when it does not answer."""
         async with self.engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                # A standby, or a server told to refuse writes, answers reads only. (A full disk
+                # takes PostgreSQL down, which the connection itself shows.)
+                read_only = await connection.scalar(text(_POSTGRES_READ_ONLY))
+                return "the database accepts no writes (read-only)" if read_only else None
             await connection.execute(text("SELECT 1"))
+        return _sqlite_unready_reason(self.url.database)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
 
 
-__all__ = ["AsyncConnection", "AsyncSession", "Database"]
+__all__ = ["AsyncConnection", "AsyncSession", "Database", "Deadline", "deadline_of"]

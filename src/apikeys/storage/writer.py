@@ -9,13 +9,16 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
 from apikeys.domain import KEY_CREATED, ApiKeyInfo
 from apikeys.storage import repository
-from apikeys.storage.database import AsyncConnection, Database
+from apikeys.storage.database import AsyncConnection, Database, deadline_of
 from apikeys.storage.repository import NewKey
 
 # Enough for every client of a busy replica at once, few enough to keep one commit short.
 MAX_BATCH = 100
 # Under load, how long a batch waits for company before it starts (see KeyWriter).
 LINGER_SECONDS = 0.001
+# A batch gives up this long before its callers' deadline, so that the caller hears the
+# outcome, committed or not, before it gives up itself.
+DEADLINE_MARGIN_SECONDS = 0.05
 
 
 class UnknownAccount(Exception):
@@ -34,6 +37,7 @@ class UnknownProjects(Exception):
 class _Waiting:
     key: NewKey
     created: asyncio.Future[ApiKeyInfo]
+    deadline: float  # loop time
 
 
 class KeyWriter:
@@ -63,7 +67,8 @@ class KeyWriter:
         """The key as stored, once committed. Raises UnknownAccount, UnknownProjects, or the
         database's error."""
         created: asyncio.Future[ApiKeyInfo] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(key, created))
+        deadline = deadline_of(self._database.timeout) - DEADLINE_MARGIN_SECONDS
+        self._waiting.append(_Waiting(key, created, deadline))
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
         return await created
@@ -86,9 +91,18 @@ class KeyWriter:
                 del self._waiting[:MAX_BATCH]
                 self._last_batch_size = len(batch)
                 if batch:
-                    await self._write(batch)
+                    await self._write_in_time(batch)
         finally:
             self._flushing = None
+
+    async def _write_in_time(self, batch: list[_Waiting]) -> None:
+        """Write the batch, or give up on it by the first of its callers' deadlines: its
+        transaction is then abandoned uncommitted, so no caller that gave up gets a key."""
+        try:
+            async with asyncio.timeout_at(min(waiting.deadline for waiting in batch)):
+                await self._write(batch)
+        except TimeoutError as error:
+            _fail(batch, error)
 
     async def _write(self, batch: list[_Waiting]) -> None:
         try:
