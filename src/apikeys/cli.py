@@ -27,7 +27,7 @@ from apikeys.log import configure_logging
 from apikeys.security import SecretKeeper
 from apikeys.service import accounts, keys
 from apikeys.storage.database import AsyncSession, Database
-from apikeys.storage.migrations import upgrade_to_head
+from apikeys.storage.migrations import DatabaseUnavailable, upgrade_to_head, wait_for_database
 from apikeys.storage.writer import KeyWriter
 
 DEMO_ACCOUNT_ID = 1
@@ -40,8 +40,6 @@ SERVER_OPTIONS: dict[str, Any] = {
     "log_config": None,
     "access_log": False,  # the service writes its own access line (apikeys.api.middleware)
     "server_header": False,
-    # In-flight requests get this long to finish after SIGTERM.
-    "timeout_graceful_shutdown": 20,
 }
 
 
@@ -105,7 +103,9 @@ async def _issue_key(
 
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
     settings.load_master_key()
-    asyncio.run(upgrade_to_head(settings.async_database_url))
+    url = settings.async_database_url
+    asyncio.run(wait_for_database(url, settings.startup_timeout, settings.database_timeout))
+    asyncio.run(upgrade_to_head(url))
     uvicorn.run(
         "apikeys.api.app:create_app",
         factory=True,
@@ -113,6 +113,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         port=args.port,
         workers=args.workers,
         forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=settings.shutdown_grace,
         **SERVER_OPTIONS,
     )
 
@@ -288,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"apikeys: configuration error: {error}")
     except ApiError as error:
         sys.exit(f"apikeys: {error.detail}")
+    except DatabaseUnavailable as error:
+        sys.exit(f"apikeys: {error}")
     except (OperationalError, InterfaceError, OSError) as error:
         # The class names the failure; the driver's text can hold the URL or SQL.
         sys.exit(f"apikeys: the database did not answer ({type(error).__name__}); is it running?")
