@@ -12,6 +12,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -50,11 +51,11 @@ class Cluster:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def start(self, *, wait: bool = True) -> None:
+    def start(self, *, wait: bool = True, options: str = "") -> None:
         _as_postgres(
             str(BIN / "pg_ctl"),
             *("-D", str(self.data), "-l", str(self.directory / "server.log")),
-            *("-o", f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1"),
+            *("-o", f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 {options}"),
             "-w" if wait else "-W",
             "start",
         )
@@ -63,6 +64,34 @@ class Cluster:
         _as_postgres(
             str(BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w" if wait else "-W", "stop"
         )
+
+    def create_database(self) -> str:
+        """A new empty database on this cluster, for one test."""
+        name = f"apikeys_{uuid.uuid4().hex[:12]}"
+        _as_postgres(
+            str(BIN / "psql"),
+            *("-h", str(self.sockets), "-p", str(self.port), "-U", "postgres", "-d", "postgres"),
+            *("-c", f'CREATE DATABASE "{name}"'),
+        )
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
+    @contextmanager
+    def in_recovery(self, *, readable: bool) -> Iterator[None]:
+        """Restarted as a standby with no primary to follow, so it stays in recovery for good:
+        answering reads only (`readable`), or refusing every connection as "not accepting
+        connections", as a server starting up does. A primary again on the way out."""
+        self.stop()
+        signal_file = self.data / "standby.signal"
+        signal_file.touch()
+        shutil.chown(signal_file, OS_USER, OS_USER)
+        try:
+            self.start(wait=readable, options=f"-c hot_standby={'on' if readable else 'off'}")
+            yield
+        finally:
+            if self.is_running():
+                self.stop()
+            signal_file.unlink()
+            self.start()
 
     def is_running(self) -> bool:
         done = subprocess.run(
