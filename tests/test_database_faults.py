@@ -241,6 +241,7 @@ async def test_a_database_that_answers_reads_but_takes_no_writes_is_not_ready(
 
     assert me.status_code == 200
     assert_unavailable(*created)
+    assert "no writes" in created[0].json()["detail"]
     assert_unavailable(*ready, bound=READY_TIMEOUT_SECONDS)
     assert "no writes" in ready[0].json()["detail"]
 

@@ -15,7 +15,7 @@ from starlette.types import Scope
 
 from apikeys.api.responses import JsonResponse
 from apikeys.errors import ApiError, FieldError, InvalidInput, ServiceUnavailable
-from apikeys.storage.faults import UNAVAILABLE_ERRORS, is_full, is_unavailable
+from apikeys.storage.faults import UNAVAILABLE_ERRORS, is_full, is_read_only, is_unavailable
 
 logger = logging.getLogger("apikeys.errors")
 
@@ -120,6 +120,8 @@ def database_problem(scope: Scope, error: BaseException) -> ProblemResponse:
             "retry later",
             retry_after=30,
         )
+    elif is_read_only(error):
+        unavailable = ServiceUnavailable("The database takes no writes now; retry shortly")
     else:
         unavailable = ServiceUnavailable("The database is not answering; retry shortly")
     return error_problem(scope, unavailable)

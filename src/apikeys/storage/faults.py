@@ -24,10 +24,12 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 # (53), starting up, shutting down or recovering from a crash (57P), an I/O error (58), and a
 # standby that only reads (25006). asyncpg raises the starting-up family on connect, and the
 # driver adapter passes them on as plain DBAPIErrors.
-_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P", "58", "25006")
+_READ_ONLY_SQLSTATE = "25006"
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P", "58", _READ_ONLY_SQLSTATE)
 _DISK_FULL_SQLSTATE = "53100"
 _SQLITE_FULL = "SQLITE_FULL"
-_SQLITE_UNAVAILABLE = (_SQLITE_FULL, "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN")
+_SQLITE_READONLY = "SQLITE_READONLY"
+_SQLITE_UNAVAILABLE = (_SQLITE_FULL, "SQLITE_IOERR", _SQLITE_READONLY, "SQLITE_CANTOPEN")
 
 
 def _causes(error: BaseException) -> Iterator[BaseException]:
@@ -74,3 +76,11 @@ def is_full(error: BaseException) -> bool:
     """Whether `error` says the database's storage is full: it may still answer reads, but
     no write succeeds until space is freed."""
     return _sqlstate(error) == _DISK_FULL_SQLSTATE or _sqlite_error_name(error) == _SQLITE_FULL
+
+
+def is_read_only(error: BaseException) -> bool:
+    """Whether `error` says the database answers reads but takes no writes now (a standby,
+    a read-only file)."""
+    return _sqlstate(error) == _READ_ONLY_SQLSTATE or _sqlite_error_name(error).startswith(
+        _SQLITE_READONLY
+    )

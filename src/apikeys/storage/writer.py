@@ -97,7 +97,8 @@ class KeyWriter:
 
     async def _write_in_time(self, batch: list[_Waiting]) -> None:
         """Write the batch, or give up on it by the first of its callers' deadlines: its
-        transaction is then abandoned uncommitted, so no caller that gave up gets a key."""
+        transaction is then abandoned before its commit, unless the commit was already on
+        its way, and every caller hears so before giving up itself."""
         try:
             async with asyncio.timeout_at(min(waiting.deadline for waiting in batch)):
                 await self._write(batch)
