@@ -8,7 +8,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apikeys.api.problems import database_problem
-from apikeys.storage.database import Deadline
+from apikeys.storage.database import task_with_deadline
 
 # How long past the deadline a request's own clean-up (returning its connection) may delay
 # its answer. Against a database that accepts connections and never answers, that clean-up
@@ -19,8 +19,9 @@ CLEANUP_SECONDS = 0.2
 class DeadlineMiddleware:
     """Gives each request's handling, once its body is read, the database timeout in all,
     however many connection waits, statements and queued writes it takes; the key writer
-    keeps to the same deadline (see KeyWriter). Past it the request is cancelled and answered
-    503 at once, its clean-up left to finish in the background."""
+    keeps to the same deadline (see KeyWriter). Past it the handling is cancelled and the
+    request answered 503 at once, its clean-up left to finish in the background: which is
+    why the handling runs in a task of its own."""
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
         self.app = app
@@ -37,23 +38,28 @@ class DeadlineMiddleware:
             nonlocal response_started
             if answered_here:
                 return
-            response_started = response_started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                response_started = True
             await send(message)
 
-        async def handle() -> None:
-            async with Deadline(self.seconds):
-                await self.app(scope, receive, send_unless_answered)
-
         loop = asyncio.get_running_loop()
-        handling = loop.create_task(handle())
+        deadline = loop.time() + self.seconds
+        handling = task_with_deadline(deadline, self.app(scope, receive, send_unless_answered))
         finished = loop.create_future()
+        expired = False
 
         def wake(_: object = None) -> None:
             if not finished.done():
                 finished.set_result(None)
 
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            handling.cancel()
+            timers.append(loop.call_at(deadline + CLEANUP_SECONDS, wake))
+
         handling.add_done_callback(wake)
-        timer = loop.call_later(self.seconds + CLEANUP_SECONDS, wake)
+        timers = [loop.call_at(deadline, expire)]
         try:
             await finished
         except asyncio.CancelledError:
@@ -63,35 +69,32 @@ class DeadlineMiddleware:
             abandon(handling)
             raise
         finally:
-            timer.cancel()
-        if handling.done():
+            for timer in timers:
+                timer.cancel()
+        if not expired:
             error = handling.exception()
-            if error is None:
-                return
-            if not isinstance(error, TimeoutError) or response_started:
+            if error is not None:
                 raise error
-        else:
-            # Already cancelled by its deadline and now waiting on its clean-up.
+            return
+        if not handling.done():
             abandon(handling)
-            error = TimeoutError()
-            if response_started:
-                return
-        answered_here = True
-        await database_problem(scope, error)(scope, receive, send)
+        if not response_started:
+            answered_here = True
+            await database_problem(scope, TimeoutError())(scope, receive, send)
 
 
 # Tasks given up on but not yet ended: asyncio keeps only weak references to tasks.
-_abandoned: set[asyncio.Task[Any]] = set()
+_abandoned: set[asyncio.Future[Any]] = set()
 
 
-def abandon(task: asyncio.Task[Any]) -> None:
+def abandon(task: asyncio.Future[Any]) -> None:
     """Let a task end in the background, its outcome wanted by no one: a request's clean-up
     against a database that never answers, say."""
     _abandoned.add(task)
     task.add_done_callback(_forget)
 
 
-def _forget(task: asyncio.Task[Any]) -> None:
+def _forget(task: asyncio.Future[Any]) -> None:
     _abandoned.discard(task)
     if not task.cancelled():
         task.exception()

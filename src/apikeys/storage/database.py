@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from contextvars import ContextVar
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from pydantic_core import to_json
@@ -23,39 +23,25 @@ from sqlalchemy.ext.asyncio import (
 
 _READ_ONLY = "apikeys_read_only"
 
-# The loop time by which the database work under way must be done (see Deadline).
+# The loop time by which the database work under way must be done (see task_with_deadline).
 _deadline: ContextVar[float | None] = ContextVar("apikeys_database_deadline", default=None)
 
 
-class Deadline:
-    """`async with Deadline(seconds)`: everything awaited inside gets `seconds` in all,
-    however many connection waits and statements it takes, then TimeoutError. Work it hands
-    to another task (the key writer's) reads the same deadline through `deadline_of`."""
-
-    __slots__ = ("_seconds", "_timeout", "_token")
-
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
-
-    async def __aenter__(self) -> None:
-        when = asyncio.get_running_loop().time() + self._seconds
-        self._token = _deadline.set(when)
-        self._timeout = asyncio.timeout_at(when)
-        await self._timeout.__aenter__()
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        _deadline.reset(self._token)
-        await self._timeout.__aexit__(kind, error, traceback)
+def task_with_deadline(when: float, work: Awaitable[None]) -> asyncio.Future[None]:
+    """A task for `work`, whose database work must be done by `when` (loop time): the key
+    writer, working for it in a task of its own, reads the deadline through `deadline_of`.
+    Cancelling the task when the time comes is the caller's part."""
+    token = _deadline.set(when)
+    try:
+        # The task runs in a copy of the context as it is now, deadline included.
+        return asyncio.ensure_future(work)
+    finally:
+        _deadline.reset(token)
 
 
 def deadline_of(seconds: float) -> float:
-    """The loop time the current work must be done by: the enclosing Deadline's, else
-    `seconds` from now."""
+    """The loop time the current work must be done by: its task's deadline, else `seconds`
+    from now."""
     when = _deadline.get()
     return asyncio.get_running_loop().time() + seconds if when is None else when
 
@@ -157,4 +143,4 @@ class Database:
         await self.engine.dispose()
 
 
-__all__ = ["AsyncConnection", "AsyncSession", "Database", "Deadline", "deadline_of"]
+__all__ = ["AsyncConnection", "AsyncSession", "Database", "deadline_of", "task_with_deadline"]
