@@ -15,7 +15,13 @@ from starlette.types import Scope
 
 from apikeys.api.responses import JsonResponse
 from apikeys.errors import ApiError, FieldError, InvalidInput, ServiceUnavailable
-from apikeys.storage.faults import UNAVAILABLE_ERRORS, is_full, is_read_only, is_unavailable
+from apikeys.storage.faults import (
+    UNAVAILABLE_ERRORS,
+    error_name,
+    is_full,
+    is_read_only,
+    is_unavailable,
+)
 
 logger = logging.getLogger("apikeys.errors")
 
@@ -113,7 +119,7 @@ def database_problem(scope: Scope, error: BaseException) -> ProblemResponse:
     """The 503 for a database that cannot serve the request now: down, refusing
     connections, too slow (past the request's deadline), or full."""
     # Only the error's class is logged: its text can hold SQL.
-    logger.warning("database unavailable: %s", type(error).__name__)
+    logger.warning("database unavailable: %s", error_name(error))
     if is_full(error):
         unavailable = ServiceUnavailable(
             "The database's storage is full, so nothing can be written until space is freed; "

@@ -84,3 +84,11 @@ def is_read_only(error: BaseException) -> bool:
     return _sqlstate(error) == _READ_ONLY_SQLSTATE or _sqlite_error_name(error).startswith(
         _SQLITE_READONLY
     )
+
+
+def error_name(error: BaseException) -> str:
+    """The class name of the driver's own error under any wrapping (CannotConnectNowError
+    rather than DBAPIError): for logs, which must not carry the error's text (it can hold
+    SQL or the URL)."""
+    *_, innermost = _causes(error)
+    return type(innermost).__name__

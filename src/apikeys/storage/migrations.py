@@ -12,7 +12,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 
 from apikeys.storage.database import Database
-from apikeys.storage.faults import is_unavailable
+from apikeys.storage.faults import error_name, is_unavailable
 
 # Between attempts to reach a database that is not answering yet.
 _RETRY_SECONDS = 0.5
@@ -91,7 +91,7 @@ async def wait_for_database(url: URL, within: float, timeout: float) -> None:
                 # Only the error's class: the driver's text can hold the URL.
                 raise DatabaseUnavailable(
                     f"the database at {_where(url)} did not answer within {within:g} s "
-                    f"({type(error).__name__}); is it running?"
+                    f"({error_name(error)}); is it running?"
                 ) from None
         finally:
             await database.dispose()
