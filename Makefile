@@ -1,13 +1,14 @@
 # The commands people and CI run. `make run` serves on SQLite with a printed owner key;
 # `make test` installs everything the tests need and runs lint, types, the suite and the
-# container image's smoke test.
+# container image's smoke test. `make test-fast` is the in-process tier on SQLite, for the
+# edit-test loop (no servers, CLI, nginx or Chromium).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint postgres chromium nginx wrk container-smoke bench bench-growth
+.PHONY: run test test-fast lint postgres chromium nginx wrk container-smoke bench bench-growth
 
 $(BIN)/apikeys: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,14 +37,18 @@ container-smoke:
 	./.ci/container-smoke
 
 lint: $(VENV)/.test-deps
-	$(BIN)/ruff check src migrations tests bench
-	$(BIN)/ruff format --check src migrations tests bench
+	$(BIN)/ruff check src migrations tests bench examples
+	$(BIN)/ruff format --check src migrations tests bench examples
 	$(BIN)/mypy
 	$(BIN)/mypy bench
+	$(BIN)/mypy --strict examples/*.py
 
 test: lint postgres chromium nginx wrk
 	$(BIN)/pytest
 	./.ci/container-smoke
+
+test-fast: $(VENV)/.test-deps postgres
+	$(BIN)/pytest -m "not full" --backends sqlite
 
 # The load generator of the benchmark (and of its smoke test).
 wrk:

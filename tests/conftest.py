@@ -1,7 +1,13 @@
-"""Every test runs against a real SQLite file and a real PostgreSQL database.
+"""Tests that use the database run against a real SQLite file and a real PostgreSQL database.
 
 SQLite: a schema migrated once per session is copied into each test's own directory.
 PostgreSQL: one database per session, migrated once, every table emptied before each test.
+A test marked `one_backend` uses the app but reads nothing a backend could change, and runs
+on SQLite only.
+
+Tests marked `full` start processes (servers, the CLI, nginx, Chromium, clusters of their
+own); `pytest -m "not full"` is the fast tier. A test that uses a live server is marked so
+here, by its fixture.
 """
 
 from __future__ import annotations
@@ -101,7 +107,29 @@ async def empty_postgres(url: str) -> None:
         await engine.dispose()
 
 
-@pytest.fixture(params=BACKENDS)
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backends",
+        default=",".join(BACKENDS),
+        help="comma-separated backends the database tests run on (default: all)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("--backends").split(",")
+        if metafunc.definition.get_closest_marker("one_backend") is not None:
+            chosen = chosen[:1]
+        metafunc.parametrize("backend", chosen, indirect=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "live" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.full)
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

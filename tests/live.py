@@ -59,8 +59,8 @@ def database_for(backend: str, request: pytest.FixtureRequest, directory: Path) 
 
 
 @contextmanager
-def live_service(database_url: str, directory: Path) -> Iterator[LiveService]:
-    env = servers.environment(database_url, random_master_key())
+def live_service(database_url: str, directory: Path, **extra_env: str) -> Iterator[LiveService]:
+    env = servers.environment(database_url, random_master_key(), **extra_env)
     account_id = ACCOUNT_ID
     servers.cli(["accounts", "create", "--name", "Acme", "--id", str(account_id), "--json"], env)
     servers.cli(

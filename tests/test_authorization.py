@@ -173,9 +173,20 @@ def test_service_refuses_a_role_above_the_callers(caller: Role, granted: Role) -
         ensure_within_grant(_caller(caller), _request(granted))
 
 
-@pytest.mark.parametrize("granted", list(Role))
-def test_service_allows_any_role_up_to_the_callers(granted: Role) -> None:
-    ensure_within_grant(_caller(Role.OWNER), _request(granted))
+def _may_grant(caller: Role, granted: Role) -> bool:
+    try:
+        ensure_within_grant(_caller(caller), _request(granted))
+    except Forbidden:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("caller", list(Role))
+def test_service_allows_exactly_the_roles_up_to_the_callers(caller: Role) -> None:
+    allowed = [granted for granted in Role if _may_grant(caller, granted)]
+
+    assert allowed == [granted for granted in Role if granted.rank <= caller.rank]
+    assert allowed[-1] is caller
 
 
 def test_service_refuses_an_unlimited_key_from_a_limited_caller() -> None:

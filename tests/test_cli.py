@@ -21,6 +21,8 @@ from tests import servers
 from tests.conftest import BACKENDS, new_postgres_database, random_master_key
 from tests.signing import bearer_headers, signed_headers
 
+pytestmark = pytest.mark.full
+
 Run = subprocess.CompletedProcess[str]
 NO_DATABASE = "postgresql://postgres@127.0.0.1:1/apikeys"
 

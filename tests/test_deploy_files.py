@@ -8,9 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from apikeys.config import Settings
+from tests.proxies import traefik_dynamic_config
+
+pytestmark = pytest.mark.full
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERNETES = ROOT / "deploy" / "kubernetes.yaml"
@@ -61,3 +65,23 @@ def test_compose_runs_migrations_once_before_two_replicas_behind_the_proxy() -> 
     assert services["api"]["environment"]["APIKEYS_PUBLIC_URL"] == "http://localhost:8080"
     assert "127.0.0.1:8080:8080" in services["proxy"]["ports"]
     assert "ports" not in services["api"]
+
+
+def test_the_readmes_traefik_configuration_is_the_one_the_forward_auth_test_runs() -> None:
+    tested = traefik_dynamic_config("http://127.0.0.1:8000", "http://127.0.0.1:9000")
+
+    assert f"```yaml\n{tested}```" in (ROOT / "README.md").read_text()
+
+
+def test_the_readmes_nginx_excerpt_is_taken_from_the_forward_auth_config() -> None:
+    shipped = {
+        " ".join(line.split())
+        for line in (ROOT / "deploy" / "nginx-forward-auth.conf").read_text().splitlines()
+    }
+    readme = (ROOT / "README.md").read_text()
+    excerpt = readme.split("```nginx\n", 1)[1].split("```", 1)[0]
+
+    for line in excerpt.splitlines():
+        directive = " ".join(line.split("#", 1)[0].split())
+        if directive and directive not in ("}",) and not directive.startswith("if ("):
+            assert directive in shipped, directive

@@ -32,6 +32,8 @@ from tests.conftest import new_postgres_database, random_master_key, run_now
 from tests.servers import Server, cli, environment, free_port, start, stop, wait_ready
 from tests.signing import bearer_headers, signed_headers
 
+pytestmark = pytest.mark.full
+
 ACCOUNT_ID = 7
 REPLICAS = 3
 CLIENTS = 16

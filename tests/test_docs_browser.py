@@ -25,6 +25,8 @@ from apikeys.api.openapi import (
 from tests.live import LiveService, live_fixture  # noqa: F401
 from tests.signing import convert_signature
 
+pytestmark = pytest.mark.full
+
 CHROMIUM = os.environ.get("APIKEYS_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -77,9 +79,13 @@ class Traffic:
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
+def traffic() -> Traffic:
+    return Traffic()
+
+
+@pytest.fixture
+def page(browser: Browser, traffic: Traffic) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    traffic = Traffic()
     context.route("**/*", traffic.route)
     page = context.new_page()
     page.on("request", lambda request: traffic.requests.append(request))
@@ -87,6 +93,11 @@ def page(browser: Browser) -> Iterator[Page]:
     page.on("pageerror", lambda error: traffic.console.append(str(error)))
     yield page
     context.close()
+
+
+def assert_stayed_on_this_host(traffic: Traffic) -> None:
+    """Asserted by each test itself, so a breach fails that test rather than erroring in a
+    fixture's teardown."""
     assert traffic.off_host() == []
     assert [line for line in traffic.console if "Content Security Policy" in line] == []
 
@@ -129,7 +140,7 @@ def response_panel_shows(operation: Locator, text: str) -> bool:
 
 
 def test_docs_page_signs_a_create_request_with_a_request_signing_key(
-    page: Page, live: LiveService, request: pytest.FixtureRequest
+    page: Page, traffic: Traffic, live: LiveService, request: pytest.FixtureRequest
 ) -> None:
     owner = live.signing_owner
     page.goto(f"{live.base_url}/docs")
@@ -150,9 +161,12 @@ def test_docs_page_signs_a_create_request_with_a_request_signing_key(
     assert not secret_sent
     assert "convert-secret" not in headers
     save_screenshot(page, operation, created, f"docs-try-it-{request.node.callspec.id}.png")
+    assert_stayed_on_this_host(traffic)
 
 
-def test_docs_page_sends_a_secret_key_as_bearer(page: Page, live: LiveService) -> None:
+def test_docs_page_sends_a_secret_key_as_bearer(
+    page: Page, traffic: Traffic, live: LiveService
+) -> None:
     owner = live.bearer_owner
     page.goto(f"{live.base_url}/docs")
     authorize(page, {SECRET_KEY_SCHEME: owner.secret})
@@ -163,13 +177,17 @@ def test_docs_page_sends_a_secret_key_as_bearer(page: Page, live: LiveService) -
     assert response_panel_shows(operation, created["secret"])
     bearer_sent = sent.all_headers()["authorization"] == f"Bearer {owner.secret}"
     assert bearer_sent
+    assert_stayed_on_this_host(traffic)
 
 
-def test_redoc_page_renders_from_this_service_alone(page: Page, live: LiveService) -> None:
+def test_redoc_page_renders_from_this_service_alone(
+    page: Page, traffic: Traffic, live: LiveService
+) -> None:
     page.goto(f"{live.base_url}/redoc")
 
     expect(page.locator("h1", has_text="apikeys")).to_be_visible(timeout=20_000)
     expect(page.get_by_text("Nightly Data Sync Script").first).to_be_attached()
+    assert_stayed_on_this_host(traffic)
 
 
 def save_screenshot(page: Page, operation: Locator, created: dict, name: str) -> None:

@@ -36,6 +36,7 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
     ]
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
 async def test_docs_page_and_every_asset_it_names_are_served_here_without_credentials(
     client: httpx.AsyncClient, page: str
@@ -53,6 +54,7 @@ async def test_docs_page_and_every_asset_it_names_are_served_here_without_creden
         assert logo.status_code == 200 and logo.headers["content-type"] == "image/svg+xml"
 
 
+@pytest.mark.one_backend
 async def test_swagger_ui_loads_the_signing_script_between_the_bundle_and_the_ui(
     client: httpx.AsyncClient,
 ) -> None:
@@ -64,6 +66,7 @@ async def test_swagger_ui_loads_the_signing_script_between_the_bundle_and_the_ui
     assert '"validatorUrl": null' in html
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
 async def test_docs_pages_allow_only_their_own_origin_and_inline_scripts_by_hash(
     client: httpx.AsyncClient, page: str
@@ -79,6 +82,7 @@ async def test_docs_pages_allow_only_their_own_origin_and_inline_scripts_by_hash
     assert "http" not in policy
 
 
+@pytest.mark.one_backend
 async def test_document_declares_bearer_and_the_convert_headers_and_a_never_sent_secret(
     client: httpx.AsyncClient,
 ) -> None:
@@ -97,13 +101,18 @@ async def test_document_declares_bearer_and_the_convert_headers_and_a_never_sent
     assert "never sent" in schemes[REQUEST_SIGNING_SECRET_SCHEME]["description"]
 
 
+# The probes need no key; /metrics is for the addresses in APIKEYS_VERIFY_ALLOW instead.
+KEYLESS_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+@pytest.mark.one_backend
 async def test_every_authenticated_operation_accepts_either_scheme_and_never_the_secret_one(
     client: httpx.AsyncClient,
 ) -> None:
     document = await openapi_document(client)
 
     for method, path, operation in operations(document):
-        if path in ("/healthz", "/readyz"):
+        if path in KEYLESS_PATHS:
             assert "security" not in operation
             continue
         assert operation["security"] == [{SECRET_KEY_SCHEME: []}, {REQUEST_SIGNING_SCHEME: []}], (
@@ -112,6 +121,7 @@ async def test_every_authenticated_operation_accepts_either_scheme_and_never_the
         )
 
 
+@pytest.mark.one_backend
 async def test_every_error_response_of_every_operation_is_problem_json(
     client: httpx.AsyncClient,
 ) -> None:
@@ -119,7 +129,7 @@ async def test_every_error_response_of_every_operation_is_problem_json(
 
     for method, path, operation in operations(document):
         responses = operation["responses"]
-        if path not in ("/healthz", "/readyz"):
+        if path not in KEYLESS_PATHS:
             assert {"401", "429", "503"} <= set(responses), (method, path)
         if operation.get("parameters") or "requestBody" in operation:
             assert "422" in responses, (method, path)
@@ -131,6 +141,7 @@ async def test_every_error_response_of_every_operation_is_problem_json(
     assert "HTTPValidationError" not in document["components"]["schemas"]
 
 
+@pytest.mark.one_backend
 async def test_create_operation_lists_its_statuses_headers_and_named_examples(
     client: httpx.AsyncClient,
 ) -> None:

@@ -32,12 +32,14 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
     return body
 
 
+@pytest.mark.one_backend
 async def test_unknown_path_is_404_problem(client: httpx.AsyncClient) -> None:
     body = assert_problem(await client.get("/no/such/thing"), 404)
 
     assert body["instance"] == "/no/such/thing"
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize(("method", "path"), [("PUT", "/me"), ("POST", "/healthz")])
 async def test_wrong_method_is_405_problem(
     client: httpx.AsyncClient, method: str, path: str
@@ -59,6 +61,7 @@ async def test_a_sane_request_id_is_echoed(world: World) -> None:
     assert response.headers["x-request-id"] == "trace-42.a:b_c-d"
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("offered", ["x" * 300, "has spaces", "semi;colon", "ünïcode"])
 async def test_an_insane_request_id_is_replaced(client: httpx.AsyncClient, offered: str) -> None:
     response = await client.get("/healthz", headers={"X-Request-ID": offered.encode("latin-1")})
@@ -93,6 +96,7 @@ async def test_every_response_has_a_request_id_that_errors_repeat(world: World) 
     assert len(ids) == len(responses)
 
 
+@pytest.mark.one_backend
 async def test_errors_repeat_the_request_id_the_client_sent(client: httpx.AsyncClient) -> None:
     response = await client.get("/me", headers={"X-Request-ID": "client-chosen-id"})
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
-from apikeys.domain import KeyType, Role
+from apikeys.domain import ApiKeyInfo, KeyType, Role
 from apikeys.storage import repository
 from tests.conftest import ACCOUNT_ID, OTHER_ACCOUNT_ID, Credential, World
 
@@ -213,29 +213,42 @@ async def test_me_answers_for_every_role(world: World, role: Role) -> None:
     assert "secret" not in body
 
 
-async def stored_last_use(world: World, key: str) -> datetime | None:
+async def stored_key(world: World, key: str) -> ApiKeyInfo:
     async with world.services.database.sessions() as session:
         info = await repository.get_key(session, ACCOUNT_ID, key, scope=None)
     assert info is not None
-    return info.last_used_at
+    return info
 
 
 async def test_last_used_at_is_written_once_per_minute_not_per_request(world: World) -> None:
     owner = await world.mint()
     user = credential(await create(world, owner, type="secretKey"))
+    user_row_id = (await stored_key(world, user.key)).id
+    writes: list[Any] = []
 
-    assert (await world.request(user, "GET", "/me")).status_code == 200
-    for _ in range(50):
-        first_use = await stored_last_use(world, user.key)
-        if first_use is not None:
-            break
-        await asyncio.sleep(0.02)
+    def count_last_use_writes(*args: Any) -> None:
+        statement, parameters = args[2], args[3]
+        if statement.lstrip().upper().startswith("UPDATE") and "last_used_at" in statement:
+            values = parameters.values() if isinstance(parameters, dict) else parameters
+            if user_row_id in values:
+                writes.append(statement)
+
+    engine = world.services.database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count_last_use_writes)
+    try:
+        for _ in range(5):
+            assert (await world.request(user, "GET", "/me")).status_code == 200
+            await asyncio.sleep(0.02)
+        for _ in range(50):
+            first_use = (await stored_key(world, user.key)).last_used_at
+            if first_use is not None:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+    finally:
+        event.remove(engine, "before_cursor_execute", count_last_use_writes)
+
+    assert len(writes) == 1
     assert first_use is not None
-    for _ in range(3):
-        await asyncio.sleep(0.01)
-        assert (await world.request(user, "GET", "/me")).status_code == 200
-    await asyncio.sleep(0.1)
-
-    assert await stored_last_use(world, user.key) == first_use
     shown = (await world.request(owner, "GET", f"{KEYS}/{user.key}")).json()["last_used_at"]
     assert shown == first_use.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -183,6 +183,7 @@ async def test_no_log_record_of_a_full_run_holds_a_secret(
     assert leaks([*everything_logged.entries, ("access log", access_log)], sensitive) == []
 
 
+@pytest.mark.full
 async def test_a_real_server_logs_no_secret(
     world: World, settings: Settings, tmp_path: Path
 ) -> None:

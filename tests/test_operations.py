@@ -120,6 +120,7 @@ async def test_no_access_line_when_the_level_is_above_info() -> None:
     assert logs_at("info", logging.INFO) and logs_at("DEBUG", logging.INFO)
 
 
+@pytest.mark.full
 def test_revocation_on_one_replica_is_refused_by_another_within_a_second(
     postgres_database_url: str, tmp_path: Path
 ) -> None:

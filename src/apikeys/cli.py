@@ -112,7 +112,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # The app applies X-Forwarded-For and -Proto itself (apikeys.api.app), after /verify's
+        # gate has seen the TCP peer.
+        proxy_headers=False,
         timeout_graceful_shutdown=settings.shutdown_grace,
         **SERVER_OPTIONS,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +32,22 @@ def async_database_url(url: str) -> URL:
     raise ConfigurationError(
         f"APIKEYS_DATABASE_URL: unsupported database {backend!r}; use sqlite:/// or postgresql://"
     )
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated addresses or networks ("10.0.0.0/8", "::1"); a plain address is a
+    network of one."""
+    try:
+        return tuple(
+            ipaddress.ip_network(item.strip(), strict=False) for item in text.split(",") if item
+        )
+    except ValueError:
+        raise ValueError(
+            f"expected comma-separated IP addresses or networks, not {text!r}"
+        ) from None
 
 
 def decode_master_key(encoded: str, source: str) -> bytes:
@@ -73,6 +90,8 @@ class Settings(BaseSettings):
     # Seconds a looked-up key is trusted before asking the database again; 0 turns it off.
     # Below 1 s, so every replica refuses a revoked key within the promised second.
     auth_cache_ttl: float = Field(default=0.5, ge=0, le=0.9)
+    # Peers that may call /verify and /metrics (comma-separated addresses or networks).
+    verify_allow: str = "127.0.0.1/32,::1/128"
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
 
@@ -82,6 +101,16 @@ class Settings(BaseSettings):
         if not value or not value.isascii() or not value.replace("_", "").isalnum():
             raise ValueError("a prefix is ASCII letters, digits and underscores")
         return value
+
+    @field_validator("verify_allow")
+    @classmethod
+    def _verify_allow_is_networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @cached_property
+    def verify_allow_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.verify_allow)
 
     @cached_property
     def async_database_url(self) -> URL:

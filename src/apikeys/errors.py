@@ -16,9 +16,12 @@ class FieldError:
 
 
 class ApiError(Exception):
-    status: ClassVar[int] = 500
-    title: ClassVar[str] = "Internal Server Error"
-    slug: ClassVar[str] = "internal-error"
+    """An answer the service gives on purpose; each subclass names its status. (An
+    unexpected exception is not one: the middleware answers it with a bare 500.)"""
+
+    status: ClassVar[int]
+    title: ClassVar[str]
+    slug: ClassVar[str]
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -30,9 +33,15 @@ class ApiError(Exception):
 
 
 class Unauthenticated(ApiError):
+    """`reason` is a short fixed word naming the kind of failure, for the metrics."""
+
     status = 401
     title = "Unauthorized"
     slug = "unauthenticated"
+
+    def __init__(self, detail: str, reason: str = "invalid_credentials") -> None:
+        super().__init__(detail)
+        self.reason = reason
 
     @property
     def headers(self) -> dict[str, str]:

@@ -28,7 +28,6 @@ CHECKSUM_LENGTH = 6
 # 24 base62 characters: 142 bits, well above the 96 the public identifier needs.
 KEY_ID_LENGTH = 24
 NONCE_LENGTH = 12
-SIGNATURE_HEX_LENGTH = 64
 
 
 def random_base62(length: int) -> str:

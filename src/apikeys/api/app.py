@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from apikeys.api import docs, health, openapi, problems, routes
 from apikeys.api.deadline import DeadlineMiddleware
 from apikeys.api.deps import Services
 from apikeys.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from apikeys.api.verify import OperatorRoutes
 from apikeys.config import Settings
 from apikeys.log import AccessLog, logs_at
 from apikeys.security import SecretKeeper
@@ -20,6 +22,7 @@ from apikeys.service.authentication import Authenticator
 from apikeys.service.keys import SecretPrefixes
 from apikeys.service.throttle import FailureThrottle
 from apikeys.service.usage import UsageRecorder
+from apikeys.service.verification import ProjectDirectory
 from apikeys.storage.database import Database
 from apikeys.storage.writer import KeyWriter
 
@@ -44,6 +47,7 @@ def build_services(settings: Settings, database: Database, master_key: bytes) ->
         ),
         throttle=FailureThrottle(settings.auth_failure_limit),
         writer=KeyWriter(database),
+        projects=ProjectDirectory(database),
     )
 
 
@@ -85,6 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     docs.install(app)
     openapi.install(app)
+    # Here rather than in the server, so that /verify's gate, outside it, sees the TCP peer.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
+    app.add_middleware(OperatorRoutes, networks=settings.verify_allow_networks)
     app.add_middleware(DeadlineMiddleware, seconds=settings.database_timeout)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
     app.add_middleware(RequestContextMiddleware, access_log=access_log)

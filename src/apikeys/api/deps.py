@@ -14,6 +14,7 @@ from apikeys.security import SecretKeeper
 from apikeys.service.authentication import Authenticator
 from apikeys.service.keys import SecretPrefixes
 from apikeys.service.throttle import FailureThrottle
+from apikeys.service.verification import ProjectDirectory
 from apikeys.storage.database import AsyncSession, Database
 from apikeys.storage.writer import KeyWriter
 
@@ -29,6 +30,7 @@ class Services:
     authenticator: Authenticator
     throttle: FailureThrottle
     writer: KeyWriter
+    projects: ProjectDirectory
 
 
 # The services and the caller are read off the request, not declared as dependencies:

@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from apikeys import metrics
 from apikeys.api.problems import error_problem, problem
 from apikeys.errors import PayloadTooLarge, ServiceUnavailable
 from apikeys.log import AccessLog
@@ -84,11 +85,13 @@ class RequestContextMiddleware:
     def _log(self, scope: Scope, status: int, started: float, request_id: str) -> None:
         method = scope["method"]
         route = getattr(scope.get("route"), "path", None) or "(unmatched)"
+        seconds = time.perf_counter() - started
+        metrics.observe_request(route, method, status, seconds)
         fields: dict[str, Any] = {
             "method": method,
             "route": route,
             "status": status,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "duration_ms": round(seconds * 1000, 2),
             "request_id": request_id,
             "key": getattr(scope["state"].get("caller"), "key", None),
         }

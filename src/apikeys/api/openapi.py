@@ -207,6 +207,83 @@ def _security_schemes() -> dict[str, Any]:
     }
 
 
+VERIFY_DESCRIPTION = (
+    "Forward authentication for a reverse proxy (nginx `auth_request`, Traefik `ForwardAuth`, "
+    "Envoy `ext_authz`, Caddy `forward_auth`) or another service: does the request it "
+    "received carry a valid key? Send the client's credential headers as they came, the "
+    "original request as `X-Forwarded-Method`, `-Proto`, `-Host` and `-Uri` (or nginx's "
+    "`X-Original-Method` and `X-Original-URI`), the original body as this request's body "
+    "(else a signed request with a body cannot verify), and the client's address as the last "
+    "`X-Forwarded-For` entry. Every rule of authentication applies, one signature per "
+    "request included. Any method. Only callers in `APIKEYS_VERIFY_ALLOW` reach it; any other "
+    "gets 404."
+)
+_IDENTITY_HEADERS = {
+    "X-Apikeys-Key": "The key's public identifier.",
+    "X-Apikeys-Account": "The key's account id.",
+    "X-Apikeys-Role": "The key's role.",
+    "X-Apikeys-Type": "requestSigning or secretKey.",
+    "X-Apikeys-Projects": "The key's project ids, ascending, comma-separated; * for every one.",
+}
+_VERIFY_PARAMETERS = [
+    {"name": name, "in": "header", "required": False, "description": text, **_STRING}
+    for name, text in (
+        ("X-Forwarded-Method", "The original request's method (else X-Original-Method, else "
+         "this request's own)."),
+        ("X-Forwarded-Proto", "The original request's scheme."),
+        ("X-Forwarded-Host", "The original request's host, with its port if any."),
+        ("X-Forwarded-Uri", "The original request's path and ?query (or X-Original-URI)."),
+        ("X-Forwarded-For", "The proxy's chain; its last entry is the client the throttle "
+         "counts."),
+        ("X-Apikeys-Require-Role", "The key must hold at least this role."),
+        ("X-Apikeys-Require-Project", "The key must cover this project of its account."),
+    )
+]  # fmt: skip
+_METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
+
+
+def _operator_paths() -> dict[str, Any]:
+    verify: dict[str, Any] = {
+        method: {
+            "tags": ["Verification"],
+            "summary": "Verify a request another service received",
+            "description": VERIFY_DESCRIPTION,
+            "operationId": f"verify_{method}",
+            "parameters": _VERIFY_PARAMETERS,
+            "responses": {
+                200: {
+                    "description": "A valid key that meets the requirements; its metadata as in "
+                    "/me, and its identity in headers for the proxy to pass upstream.",
+                    "headers": {
+                        name: {"description": text, **_STRING}
+                        for name, text in _IDENTITY_HEADERS.items()
+                    },
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ApiKey"}}
+                    },
+                },
+                **problem_responses(401, 403, 404, 422, 429, 503),
+            },
+            "security": [{SECRET_KEY_SCHEME: []}, {REQUEST_SIGNING_SCHEME: []}],
+        }
+        for method in _METHODS
+    }
+    metrics: dict[str, Any] = {
+        "get": {
+            "tags": ["Operations"],
+            "summary": "Prometheus metrics",
+            "description": "The service's metrics in Prometheus' text format, for callers in "
+            "`APIKEYS_VERIFY_ALLOW` only (404 for any other).",
+            "operationId": "metrics_get",
+            "responses": {
+                200: {"description": "Prometheus text format.", "content": {"text/plain": {}}},
+                **problem_responses(404),
+            },
+        }
+    }
+    return {"/verify": verify, "/metrics": metrics}
+
+
 def install(app: FastAPI) -> None:
     """Build the document once, with the problem schemas and the browser-only secret scheme."""
 
@@ -219,6 +296,8 @@ def install(app: FastAPI) -> None:
                 description=app.description,
                 routes=app.routes,
             )
+            # Served before FastAPI's router (apikeys.api.verify), so described here.
+            document["paths"].update(_operator_paths())
             components = document.setdefault("components", {})
             components.setdefault("schemas", {}).update(_problem_schemas())
             components["securitySchemes"] = _security_schemes()

@@ -108,11 +108,12 @@ async def _on_http_exception(request: Request, error: Exception) -> ProblemRespo
     return problem(request.scope, error.status_code, detail, headers=error.headers)
 
 
-async def _on_database_error(request: Request, error: Exception) -> ProblemResponse:
+def unavailable_problem(scope: Scope, error: Exception) -> ProblemResponse:
+    """The 503 for a database that is not answering; re-raises any other error."""
     # Any other driver error (a constraint, say) is a fault of ours, for the last-resort 500.
     if not is_unavailable(error):
         raise error
-    return database_problem(request.scope, error)
+    return database_problem(scope, error)
 
 
 def database_problem(scope: Scope, error: BaseException) -> ProblemResponse:
@@ -131,6 +132,15 @@ def database_problem(scope: Scope, error: BaseException) -> ProblemResponse:
     else:
         unavailable = ServiceUnavailable("The database is not answering; retry shortly")
     return error_problem(scope, unavailable)
+
+
+def not_found(scope: Scope) -> ProblemResponse:
+    """The 404 of a path the app does not serve, as the handler below answers it."""
+    return problem(scope, 404, f"There is nothing at {scope['path']}")
+
+
+async def _on_database_error(request: Request, error: Exception) -> ProblemResponse:
+    return unavailable_problem(request.scope, error)
 
 
 def install(app: FastAPI) -> None:

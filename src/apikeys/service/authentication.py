@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 
-from apikeys import security
+from apikeys import metrics, security
 from apikeys.domain import ApiKeyInfo, KeyType
 from apikeys.errors import Unauthenticated
 from apikeys.security import SecretKeeper, SignedMessage
@@ -73,7 +73,9 @@ class CredentialCache:
         entry = self._entries.get(lookup)
         if entry is not None and self._clock() < entry[0]:
             self._entries.move_to_end(lookup)
+            metrics.CACHE_HIT.inc()
             return entry[1]
+        metrics.CACHE_MISS.inc()
         task = self._loading.get(lookup)
         if task is None:
             task = asyncio.ensure_future(load())
@@ -159,7 +161,7 @@ class Authenticator:
         else:
             key = await self._verify_signature(credentials, now)
         if not key.is_active(now):
-            raise Unauthenticated("The API key has been revoked or has expired")
+            raise Unauthenticated("The API key has been revoked or has expired", "inactive")
         self._usage.record(key, now)
         return key
 
@@ -201,7 +203,8 @@ class Authenticator:
             raise Unauthenticated(
                 f"The Expires timestamp {message.expires} is outside the accepted window: "
                 f"from {self._skew} s ago to {self._max_age + self._skew} s ahead of the "
-                f"server's clock ({int(now)}); check the client's clock"
+                f"server's clock ({int(now)}); check the client's clock",
+                "signature_window",
             )
         key_id = message.key_id
         stored = await self._cache.get(("key", key_id), lambda: self._find_by_public_id(key_id))
@@ -222,6 +225,7 @@ class Authenticator:
             raise Unauthenticated(
                 "The signature does not match. The server signed the key, the Expires value, "
                 f"the URL {message.url} and a body of {len(message.body)} bytes, joined by "
-                r"'\n'; sign exactly that URL and body"
+                r"'\n'; sign exactly that URL and body",
+                "signature_mismatch",
             )
         return stored.info

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import QueuePool
 
 _READ_ONLY = "apikeys_read_only"
 
@@ -126,6 +127,19 @@ class Database:
 
     def reads(self) -> AsyncContextManager[AsyncConnection]:
         return self._read_engine.connect()
+
+    def pool_status(self) -> dict[str, int]:
+        """The connection pool's size (as configured), checked-out, idle and overflow
+        connections; empty for a pool that does not count them."""
+        pool = self.engine.pool
+        if not isinstance(pool, QueuePool):
+            return {}
+        return {
+            "size": pool.size(),
+            "checked_out": pool.checkedout(),
+            "idle": pool.checkedin(),
+            "overflow": max(0, pool.overflow()),
+        }
 
     async def unready_reason(self) -> str | None:
         """Why the database cannot serve requests now although it answers (it cannot write),

@@ -94,6 +94,8 @@ _PROJECTS_OF_ACCOUNTS = (
     .where(Account.id.in_(bindparam("account_ids", expanding=True)))
 )
 
+_ACCOUNT_OF_PROJECT = select(Project.account_id).where(Project.id == bindparam("project_id"))
+
 # A cache miss on authentication: one indexed lookup, plus the projects of a limited key.
 _CREDENTIAL_BY_PUBLIC_ID = _credential_by(ApiKey.public_id)
 _CREDENTIAL_BY_DIGEST = _credential_by(ApiKey.secret_digest)
@@ -191,6 +193,12 @@ async def projects_of_accounts(
         if project_id is not None:
             projects.add(project_id)
     return found
+
+
+async def account_of_project(connection: AsyncConnection, project_id: int) -> int | None:
+    """The account the project belongs to, or None when there is no such project."""
+    result = await connection.execute(_ACCOUNT_OF_PROJECT, {"project_id": project_id})
+    return result.scalar_one_or_none()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
+from apikeys import metrics
 from apikeys.domain import KEY_CREATED, ApiKeyInfo
 from apikeys.storage import repository
 from apikeys.storage.database import AsyncConnection, Database, deadline_of
@@ -91,6 +92,7 @@ class KeyWriter:
                 del self._waiting[:MAX_BATCH]
                 self._last_batch_size = len(batch)
                 if batch:
+                    metrics.KEY_WRITER_BATCH.observe(len(batch))
                     await self._write_in_time(batch)
         finally:
             self._flushing = None
