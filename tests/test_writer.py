@@ -15,12 +15,13 @@ from sqlalchemy.exc import IntegrityError, StatementError
 
 from apikeys import security
 from apikeys.config import async_database_url
-from apikeys.domain import COMMAND_LINE, KeyType, Role
+from apikeys.domain import KeyType, Role
 from apikeys.storage.database import Database
 from apikeys.storage.models import ApiKey, ApiKeyProject, AuditEvent
 from apikeys.storage.repository import NewKey, NewKeyRow
 from apikeys.storage.writer import KeyWriter, UnknownAccount, UnknownProjects
 from tests.conftest import ACCOUNT_ID, OTHER_ACCOUNT_ID, OTHER_PROJECT, World
+from tests.factories import new_key_of
 
 KEY_PATH = f"/accounts/{ACCOUNT_ID}/api-keys"
 
@@ -29,7 +30,7 @@ def new_key(
     account_id: int = ACCOUNT_ID, projects: frozenset[int] | None = None, name: str = "k"
 ) -> NewKey:
     public_id = security.generate_key_id()
-    return NewKey(
+    return new_key_of(
         NewKeyRow(
             public_id=public_id,
             account_id=account_id,
@@ -44,8 +45,6 @@ def new_key(
             created_at=datetime.now(UTC),
             expires_at=None,
         ),
-        created_by=None,
-        origin=COMMAND_LINE,
     )
 
 
@@ -145,13 +144,13 @@ async def test_a_key_the_database_refuses_fails_alone_and_its_error_hides_the_va
 ) -> None:
     writer = world.services.writer
     first = new_key(name="first")
-    twin = NewKey(replace(first.row, name="same public id"), None, COMMAND_LINE)
+    twin = new_key_of(replace(first.row, name="same public id"))
     # Valid in Python, but no UTC year in 1-9999: the driver cannot be given it.
     beyond = replace(
         new_key().row,
         expires_at=datetime(9999, 12, 31, 23, 30, tzinfo=timezone(-timedelta(hours=1))),
     )
-    keys = [first, twin, NewKey(beyond, None, COMMAND_LINE), new_key(name="last")]
+    keys = [first, twin, new_key_of(beyond), new_key(name="last")]
 
     outcomes = await asyncio.gather(*(writer.add(key) for key in keys), return_exceptions=True)
 

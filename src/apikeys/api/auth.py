@@ -12,12 +12,12 @@ from fastapi.routing import APIRoute
 from starlette.types import Scope
 
 from apikeys import metrics
-from apikeys.api.deps import Services
 from apikeys.api.openapi import REQUEST_SIGNING_SCHEME, SECRET_KEY_SCHEME
 from apikeys.domain import ApiKeyInfo
 from apikeys.errors import TooManyRequests, Unauthenticated, UnsupportedMediaType
 from apikeys.security import SignedMessage
 from apikeys.service.authentication import BearerCredentials, Credentials, SignatureCredentials
+from apikeys.services import Services
 
 _SIGNATURE_PARAMETER = re.compile(r"\s*Signature\s*=\s*([0-9A-Fa-f]{64})\s*;?\s*", re.IGNORECASE)
 _KEY_ID = re.compile(r"[A-Za-z0-9_\-]{16,64}")

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from apikeys.api.problems import PROBLEM_MEDIA_TYPE
 from apikeys.errors import (
     ApiError,
+    Conflict,
     Forbidden,
     InvalidInput,
     NotFound,
@@ -21,6 +22,14 @@ from apikeys.errors import (
     TooManyRequests,
     Unauthenticated,
     UnsupportedMediaType,
+)
+
+CONVERT_TAG = "Convert API v2"
+CONVERT_TAG_DESCRIPTION = (
+    "Convert's published API v2 key operations, for clients written from Convert's documents: "
+    "point such a client's base URL at `/api/v2`. Convert's field names (`auth_type`, "
+    "`key_id`, `key_secret`) and error shape (`{code, message, fields}`); the same keys, "
+    "rules and audit trail as the routes above."
 )
 
 SECRET_KEY_SCHEME = "secretKey"
@@ -91,6 +100,12 @@ _PROBLEMS: dict[int, tuple[type[ApiError], str, str, dict[str, Any]]] = {
         "Account 10 was not found",
         {},
     ),
+    409: (
+        Conflict,
+        "The key is revoked, or a request with this Idempotency-Key is still in progress.",
+        "API key 0hV3kQ9xY2mN5pL8rT1wZ4aB is revoked, and a revoked key stays as it is",
+        {},
+    ),
     413: (PayloadTooLarge, "The body is over 64 KiB.", "The body is over the 64 KiB limit", {}),
     415: (
         UnsupportedMediaType,
@@ -145,6 +160,36 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
+class ConvertError(BaseModel):
+    """An error on the Convert API v2 surface, in Convert's shape."""
+
+    code: int = Field(description="The HTTP status.")
+    message: str = Field(description="What went wrong with this request, for a person to read.")
+    fields: list[str] = Field(description="The names of the bad fields; empty when none.")
+
+
+def convert_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these statuses on the Convert API v2 surface."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        _, description, detail, headers = _PROBLEMS[status]
+        responses[status] = {
+            "description": description,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/ConvertError"},
+                    "example": {
+                        "code": status,
+                        "message": detail,
+                        "fields": ["role"] if status == 422 else [],
+                    },
+                }
+            },
+            **({"headers": headers} if headers else {}),
+        }
+    return responses
+
+
 # Every authenticated operation can answer these, whatever it does.
 AUTHENTICATED_RESPONSES = problem_responses(401, 429, 503)
 
@@ -155,6 +200,14 @@ KEY_CREATED_RESPONSE: dict[int | str, dict[str, Any]] = {
             "Location": {"description": "The new key's path.", **_STRING},
             "Cache-Control": {"description": "Always no-store.", **_STRING},
         },
+    }
+}
+
+KEY_ROLLED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    201: {
+        **KEY_CREATED_RESPONSE[201],
+        "description": "The key that replaces the rolled one, with its secret: the only time "
+        "the secret is shown.",
     }
 }
 
@@ -181,7 +234,11 @@ KEY_CREATE_EXAMPLES: dict[str, Example] = {
 def _problem_schemas() -> dict[str, Any]:
     schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     definitions: dict[str, Any] = schema.pop("$defs", {})
-    return {**definitions, "Problem": schema}
+    return {
+        **definitions,
+        "Problem": schema,
+        "ConvertError": ConvertError.model_json_schema(ref_template="#/components/schemas/{model}"),
+    }
 
 
 def _security_schemes() -> dict[str, Any]:
@@ -295,6 +352,13 @@ def install(app: FastAPI) -> None:
                 summary=app.summary,
                 description=app.description,
                 routes=app.routes,
+                # In this order on the docs page.
+                tags=[
+                    {"name": "API keys"},
+                    {"name": "Audit"},
+                    {"name": CONVERT_TAG, "description": CONVERT_TAG_DESCRIPTION},
+                    {"name": "Operations"},
+                ],
             )
             # Served before FastAPI's router (apikeys.api.verify), so described here.
             document["paths"].update(_operator_paths())

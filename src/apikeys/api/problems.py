@@ -1,4 +1,5 @@
-"""RFC 9457 problem+json: the one place errors become HTTP responses."""
+"""RFC 9457 problem+json (Convert's error shape under /api/v2): the one place errors become
+HTTP responses."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ from apikeys.storage.faults import (
 logger = logging.getLogger("apikeys.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# Under this prefix errors have Convert's shape: the surface that speaks Convert's API v2.
+CONVERT_PREFIX = "/api/v2"
+_PARAMETER_KINDS = frozenset({"body", "path", "query", "header"})
 
 
 class ProblemResponse(JsonResponse):
@@ -47,7 +51,9 @@ def problem(
     slug: str | None = None,
     headers: Mapping[str, str] | None = None,
     errors: Sequence[FieldError] = (),
-) -> ProblemResponse:
+) -> JsonResponse:
+    if _speaks_convert(scope):
+        return convert_error(status, detail, headers=headers, errors=errors)
     phrase = HTTPStatus(status).phrase
     body: dict[str, Any] = {
         "type": f"/problems/{slug}" if slug else "about:blank",
@@ -62,7 +68,35 @@ def problem(
     return ProblemResponse(body, status_code=status, headers=headers)
 
 
-def error_problem(scope: Scope, error: ApiError) -> ProblemResponse:
+def _speaks_convert(scope: Scope) -> bool:
+    path: str = scope.get("path", "")
+    return path.startswith(CONVERT_PREFIX) and path[
+        len(CONVERT_PREFIX) : len(CONVERT_PREFIX) + 1
+    ] in ("", "/")
+
+
+def convert_error(
+    status: int,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    errors: Sequence[FieldError] = (),
+) -> JsonResponse:
+    """Convert's error body, `{"code", "message", "fields"}`, with the same status and headers
+    as the problem it stands for; `fields` names each bad field by its name alone."""
+    fields = [_field_name(error.loc) for error in errors]
+    body = {"code": status, "message": message, "fields": list(dict.fromkeys(fields))}
+    return JsonResponse(body, status_code=status, headers=headers)
+
+
+def _field_name(loc: Sequence[str | int]) -> str:
+    named = [part for part in loc if isinstance(part, str)]
+    if len(named) > 1 and named[0] in _PARAMETER_KINDS:
+        return named[1]
+    return named[0] if named else "body"
+
+
+def error_problem(scope: Scope, error: ApiError) -> JsonResponse:
     return problem(
         scope,
         error.status,
@@ -74,12 +108,12 @@ def error_problem(scope: Scope, error: ApiError) -> ProblemResponse:
     )
 
 
-async def _on_api_error(request: Request, error: Exception) -> ProblemResponse:
+async def _on_api_error(request: Request, error: Exception) -> JsonResponse:
     assert isinstance(error, ApiError)
     return error_problem(request.scope, error)
 
 
-async def _on_validation_error(request: Request, error: Exception) -> ProblemResponse:
+async def _on_validation_error(request: Request, error: Exception) -> JsonResponse:
     assert isinstance(error, RequestValidationError)
     field_errors = [FieldError(tuple(item["loc"]), _message(item)) for item in error.errors()]
     fields = ", ".join(dict.fromkeys(".".join(map(str, e.loc)) for e in field_errors))
@@ -98,7 +132,7 @@ def _message(item: dict[str, Any]) -> str:
     return str(item["msg"])
 
 
-async def _on_http_exception(request: Request, error: Exception) -> ProblemResponse:
+async def _on_http_exception(request: Request, error: Exception) -> JsonResponse:
     assert isinstance(error, HTTPException)
     detail = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
     if error.status_code == 404:
@@ -108,7 +142,7 @@ async def _on_http_exception(request: Request, error: Exception) -> ProblemRespo
     return problem(request.scope, error.status_code, detail, headers=error.headers)
 
 
-def unavailable_problem(scope: Scope, error: Exception) -> ProblemResponse:
+def unavailable_problem(scope: Scope, error: Exception) -> JsonResponse:
     """The 503 for a database that is not answering; re-raises any other error."""
     # Any other driver error (a constraint, say) is a fault of ours, for the last-resort 500.
     if not is_unavailable(error):
@@ -116,7 +150,7 @@ def unavailable_problem(scope: Scope, error: Exception) -> ProblemResponse:
     return database_problem(scope, error)
 
 
-def database_problem(scope: Scope, error: BaseException) -> ProblemResponse:
+def database_problem(scope: Scope, error: BaseException) -> JsonResponse:
     """The 503 for a database that cannot serve the request now: down, refusing
     connections, too slow (past the request's deadline), or full."""
     # Only the error's class is logged: its text can hold SQL.
@@ -134,12 +168,12 @@ def database_problem(scope: Scope, error: BaseException) -> ProblemResponse:
     return error_problem(scope, unavailable)
 
 
-def not_found(scope: Scope) -> ProblemResponse:
+def not_found(scope: Scope) -> JsonResponse:
     """The 404 of a path the app does not serve, as the handler below answers it."""
     return problem(scope, 404, f"There is nothing at {scope['path']}")
 
 
-async def _on_database_error(request: Request, error: Exception) -> ProblemResponse:
+async def _on_database_error(request: Request, error: Exception) -> JsonResponse:
     return unavailable_problem(request.scope, error)
 
 

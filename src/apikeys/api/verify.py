@@ -17,7 +17,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apikeys import metrics
 from apikeys.api.auth import RawHeaders, authenticate, header, raw_headers, signed_url
-from apikeys.api.deps import Services
 from apikeys.api.problems import error_problem, not_found, unavailable_problem
 from apikeys.api.schemas import key_json
 from apikeys.config import IPNetwork
@@ -30,6 +29,7 @@ from apikeys.errors import (
     Unauthenticated,
 )
 from apikeys.service.verification import require_project, require_role
+from apikeys.services import Services
 
 VERIFY_PATH = "/verify"
 METRICS_PATH = "/metrics"

@@ -1,4 +1,5 @@
-"""Accounts and projects: made by operators with the command line."""
+"""Accounts and projects: made by operators with the command line. Each function runs in
+the caller's transaction (`Database.transaction()`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from apikeys.storage.database import AsyncSession
 async def create_account(session: AsyncSession, name: str, account_id: int | None) -> int:
     try:
         new_id = await repository.add_account(session, name, datetime.now(UTC), account_id)
-        await session.commit()
     except IntegrityError:
         raise Conflict(f"Account {account_id} already exists") from None
     return new_id
@@ -29,7 +29,6 @@ async def create_project(
         new_id = await repository.add_project(
             session, account_id, name, datetime.now(UTC), project_id
         )
-        await session.commit()
     except IntegrityError:
         raise Conflict(f"Project {project_id} already exists") from None
     return new_id

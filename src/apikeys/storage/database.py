@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
+from contextlib import asynccontextmanager, nullcontext
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,9 @@ def _sqlite_unready_reason(database: str | None) -> str | None:
 
 
 class Database:
-    """The engine, sessions for work that may write, and bare connections (`reads`) for the
-    authentication lookups, which never write and run on every cache miss."""
+    """The engine and the one rule for using it: `transaction()` for work that may write,
+    committed when the block ends normally and rolled back when it raises; `reads()` for work
+    that only reads (a bare connection, rolled back at the end)."""
 
     def __init__(self, url: URL, timeout: float) -> None:
         # pydantic-core encodes the audit trail's JSON column several times faster than json.
@@ -123,7 +125,27 @@ class Database:
         if url.get_backend_name() == "sqlite":
             _configure_sqlite(self.engine, int(timeout * 1000))
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._sqlite_write_lock = asyncio.Lock() if url.get_backend_name() == "sqlite" else None
         self._read_engine = self.engine.execution_options(**{_READ_ONLY: True})
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self._write_turn(), self.sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def writes(self) -> AsyncIterator[AsyncConnection]:
+        """`transaction()` on a bare connection, for Core statements only, where a session's
+        bookkeeping would cost more than the statements (the key writer)."""
+        async with self._write_turn(), self.engine.begin() as connection:
+            yield connection
+
+    def _write_turn(self) -> AsyncContextManager[Any]:
+        # SQLite has one write lock for the whole file, and a transaction that finds it taken
+        # sleeps in SQLite's busy handler, for up to 100 ms a time, however soon it is free:
+        # this process's writers take turns here instead, and each starts the moment the one
+        # before it ends.
+        return self._sqlite_write_lock or nullcontext()
 
     def reads(self) -> AsyncContextManager[AsyncConnection]:
         return self._read_engine.connect()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
 from apikeys import metrics
-from apikeys.domain import KEY_CREATED, ApiKeyInfo
+from apikeys.domain import ApiKeyInfo
 from apikeys.storage import repository
 from apikeys.storage.database import AsyncConnection, Database, deadline_of
 from apikeys.storage.repository import NewKey
@@ -111,13 +111,11 @@ class KeyWriter:
         try:
             # A connection, not an ORM session: the batch runs Core statements only, and the
             # session's bookkeeping around each would cost more than the statement.
-            async with self._database.engine.begin() as connection:
+            async with self._database.writes() as connection:
                 batch = await _refuse_unknown_references(connection, batch)
                 if not batch:
                     return
-                infos = await repository.add_keys(
-                    connection, [waiting.key for waiting in batch], KEY_CREATED
-                )
+                infos = await repository.add_keys(connection, [waiting.key for waiting in batch])
         except Exception as error:
             if len(batch) == 1 or not _about_the_data(error):
                 _fail(batch, error)
