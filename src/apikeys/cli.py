@@ -37,7 +37,7 @@ from apikeys.server import SERVER_OPTIONS
 from apikeys.service import accounts, keys
 from apikeys.services import Services, build_services
 from apikeys.storage.database import AsyncSession
-from apikeys.storage.migrations import upgrade_to_head
+from apikeys.storage.migrations import DatabaseUnavailable, upgrade_to_head, wait_for_database
 
 DEMO_ACCOUNT_ID = 1
 DEMO_PROJECT_ID = 1
@@ -177,7 +177,9 @@ def create_served_app() -> FastAPI:
 
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
     settings.load_master_key()
-    asyncio.run(upgrade_to_head(settings.async_database_url))
+    url = settings.async_database_url
+    asyncio.run(wait_for_database(url, settings.startup_timeout, settings.database_timeout))
+    asyncio.run(upgrade_to_head(url))
     uvicorn.run(
         "apikeys.cli:create_served_app",
         factory=True,
@@ -187,6 +189,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         # The app applies X-Forwarded-For and -Proto itself (apikeys.api.app), after /verify's
         # gate has seen the TCP peer.
         proxy_headers=False,
+        timeout_graceful_shutdown=settings.shutdown_grace,
         **SERVER_OPTIONS,
     )
 
@@ -616,6 +619,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"apikeys: cannot bring the schema up to date: {error}")
     except ApiError as error:
         sys.exit(f"apikeys: {error.detail}")
+    except DatabaseUnavailable as error:
+        sys.exit(f"apikeys: {error}")
     except (OperationalError, InterfaceError, OSError) as error:
         # The class names the failure; the driver's text can hold the URL or SQL.
         sys.exit(f"apikeys: the database did not answer ({type(error).__name__}); is it running?")

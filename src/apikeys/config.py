@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     # Failed authentications allowed per client address in a sliding minute; 0 turns it off.
     auth_failure_limit: int = Field(default=600, ge=0)
     database_timeout: float = Field(default=5.0, gt=0)
+    # How long `apikeys serve` waits for the database to answer before it gives up.
+    startup_timeout: float = Field(default=30.0, ge=0)
+    # Seconds in-flight requests get to finish after SIGTERM; those still running then are
+    # answered 503.
+    shutdown_grace: int = Field(default=20, ge=0)
     # Seconds a looked-up key is trusted before asking the database again; 0 turns it off.
     # Below 1 s, so every replica refuses a revoked key within the promised second.
     auth_cache_ttl: float = Field(default=0.5, ge=0, le=0.9)

@@ -298,6 +298,4 @@ SERVER_OPTIONS: dict[str, Any] = {
     "log_config": None,
     "access_log": False,  # the service writes its own access line (apikeys.api.middleware)
     "server_header": False,
-    # In-flight requests get this long to finish after SIGTERM.
-    "timeout_graceful_shutdown": 20,
 }

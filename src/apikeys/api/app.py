@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from apikeys.api import convert, docs, health, openapi, problems, routes
+from apikeys.api.deadline import DeadlineMiddleware
 from apikeys.api.middleware import (
     BodyLimitMiddleware,
     RequestContextMiddleware,
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Here rather than in the server, so that /verify's gate, outside it, sees the TCP peer.
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     app.add_middleware(OperatorRoutes, networks=settings.verify_allow_networks)
+    app.add_middleware(DeadlineMiddleware, seconds=settings.database_timeout)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)
     app.add_middleware(RequestContextMiddleware, access_log=access_log)
     return app

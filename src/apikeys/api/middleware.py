@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -16,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apikeys import metrics
 from apikeys.api.problems import error_problem, problem
-from apikeys.errors import PayloadTooLarge
+from apikeys.errors import PayloadTooLarge, ServiceUnavailable
 from apikeys.log import AccessLog
 
 error_log = logging.getLogger("apikeys.errors")
@@ -72,6 +73,13 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
             if not response_started:
                 status = CLIENT_WENT_AWAY
+        except asyncio.CancelledError:
+            # Only the server cancels a request: when it stops, past its grace period.
+            if response_started:
+                raise
+            error_log.warning("request cut short by shutdown", extra={"request_id": request_id})
+            stopping = ServiceUnavailable("The server is shutting down; retry", retry_after=1)
+            await error_problem(scope, stopping)(scope, receive, send_with_id)
         except Exception:
             error_log.exception("unhandled error", extra={"request_id": request_id})
             if response_started:

@@ -18,7 +18,13 @@ from starlette.types import Scope
 
 from apikeys.api.responses import JsonResponse
 from apikeys.errors import ApiError, FieldError, InvalidInput, ServiceUnavailable
-from apikeys.storage.faults import UNAVAILABLE_ERRORS, is_unavailable
+from apikeys.storage.faults import (
+    UNAVAILABLE_ERRORS,
+    error_name,
+    is_full,
+    is_read_only,
+    is_unavailable,
+)
 
 logger = logging.getLogger("apikeys.errors")
 
@@ -199,9 +205,25 @@ def unavailable_problem(scope: Scope, error: Exception) -> JsonResponse:
     # Any other driver error (a constraint, say) is a fault of ours, for the last-resort 500.
     if not is_unavailable(error):
         raise error
+    return database_problem(scope, error)
+
+
+def database_problem(scope: Scope, error: BaseException) -> JsonResponse:
+    """The 503 for a database that cannot serve the request now: down, refusing
+    connections, too slow (past the request's deadline), or full."""
     # Only the error's class is logged: its text can hold SQL.
-    logger.warning("database unavailable: %s", type(error).__name__)
-    return error_problem(scope, ServiceUnavailable("The database is not answering; retry shortly"))
+    logger.warning("database unavailable: %s", error_name(error))
+    if is_full(error):
+        unavailable = ServiceUnavailable(
+            "The database's storage is full, so nothing can be written until space is freed; "
+            "retry later",
+            retry_after=30,
+        )
+    elif is_read_only(error):
+        unavailable = ServiceUnavailable("The database takes no writes now; retry shortly")
+    else:
+        unavailable = ServiceUnavailable("The database is not answering; retry shortly")
+    return error_problem(scope, unavailable)
 
 
 def not_found(scope: Scope) -> JsonResponse:

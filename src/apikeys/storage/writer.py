@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from apikeys import metrics
 from apikeys.domain import ApiKeyInfo
 from apikeys.storage import repository
-from apikeys.storage.database import AsyncConnection, Database
+from apikeys.storage.database import AsyncConnection, Database, deadline_of
 from apikeys.storage.faults import is_unavailable
 from apikeys.storage.repository import NewKey
 
@@ -19,6 +19,9 @@ logger = logging.getLogger("apikeys.storage")
 MAX_BATCH = 100
 # Under load, how long a batch waits for company before it starts (see KeyWriter).
 LINGER_SECONDS = 0.001
+# A batch gives up this long before its callers' deadline, so that the caller hears the
+# outcome, committed or not, before it gives up itself.
+DEADLINE_MARGIN_SECONDS = 0.05
 
 
 class UnknownAccount(Exception):
@@ -44,6 +47,7 @@ class UnknownProjects(Exception):
 class _Waiting:
     key: NewKey
     created: asyncio.Future[ApiKeyInfo]
+    deadline: float  # loop time
 
 
 class KeyWriter:
@@ -73,7 +77,8 @@ class KeyWriter:
         """The key as stored, once committed. Raises UnknownAccount, UnknownProjects,
         KeyRefused, or the error of a database that is unavailable."""
         created: asyncio.Future[ApiKeyInfo] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(key, created))
+        deadline = deadline_of(self._database.timeout) - DEADLINE_MARGIN_SECONDS
+        self._waiting.append(_Waiting(key, created, deadline))
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
         return await created
@@ -97,9 +102,19 @@ class KeyWriter:
                 self._last_batch_size = len(batch)
                 if batch:
                     metrics.KEY_WRITER_BATCH.observe(len(batch))
-                    await self._write(batch)
+                    await self._write_in_time(batch)
         finally:
             self._flushing = None
+
+    async def _write_in_time(self, batch: list[_Waiting]) -> None:
+        """Write the batch, or give up on it by the first of its callers' deadlines: its
+        transaction is then abandoned before its commit, unless the commit was already on
+        its way, and every caller hears so before giving up itself."""
+        try:
+            async with asyncio.timeout_at(min(waiting.deadline for waiting in batch)):
+                await self._write(batch)
+        except TimeoutError as error:
+            _fail(batch, error)
 
     async def _write(self, batch: list[_Waiting]) -> None:
         try:
