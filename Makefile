@@ -1,14 +1,15 @@
-# The commands people and CI run. `make run` serves on SQLite with a printed owner key;
+# The commands people and CI run. `make run` serves on SQLite with two printed owner keys;
 # `make test` installs everything the tests need and runs lint, types, the suite and the
-# container image's smoke test. `make test-fast` is the in-process tier on SQLite, for the
-# edit-test loop (no servers, CLI, nginx or Chromium).
+# container image's smoke test (installing Debian packages with apt-get: it needs root).
+# `make test-fast` is the in-process tier on SQLite, for the edit-test loop (no servers, CLI,
+# nginx or Chromium).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-fast lint postgres redis chromium nginx wrk container-smoke bench bench-growth
+.PHONY: run test test-fast lint postgres redis chromium nginx wrk jq container-smoke bench bench-growth
 
 $(BIN)/apikeys: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +47,7 @@ lint: $(VENV)/.test-deps
 	$(BIN)/mypy bench
 	$(BIN)/mypy --strict examples/*.py
 
-test: lint postgres redis chromium nginx wrk
+test: lint postgres redis chromium nginx wrk jq
 	$(BIN)/pytest
 	./.ci/container-smoke
 
@@ -56,6 +57,10 @@ test-fast: $(VENV)/.test-deps postgres redis
 # The load generator of the benchmark (and of its smoke test).
 wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+# The README's examples take values out of JSON answers with it (tests/test_readme.py).
+jq:
+	@command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq; }
 
 # The service against bare FastAPI on SQLite and PostgreSQL: writes bench/RESULTS.md.
 bench: $(VENV)/.test-deps postgres wrk

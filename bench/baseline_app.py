@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from apikeys.cli import SERVER_OPTIONS
+from apikeys.server import SERVER_OPTIONS
 
 app = FastAPI()
 

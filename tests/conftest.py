@@ -31,10 +31,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from apikeys.api.app import create_app
-from apikeys.api.deps import Services
 from apikeys.config import Settings, async_database_url
 from apikeys.domain import KeyType, Role
 from apikeys.service import accounts, keys
+from apikeys.services import Services
 from apikeys.storage.migrations import upgrade_to_head
 from apikeys.storage.models import Base
 from tests.signing import bearer_headers, signed_headers
@@ -194,7 +194,7 @@ class World:
         self.client = client
 
     async def setup(self) -> None:
-        async with self.services.database.sessions() as session:
+        async with self.services.database.transaction() as session:
             await accounts.create_account(session, "Acme", ACCOUNT_ID)
             await accounts.create_account(session, "Other", OTHER_ACCOUNT_ID)
             for project in PROJECTS:
@@ -213,13 +213,7 @@ class World:
         request = keys.KeyRequest(
             name=name, type=type, role=role, project_ids=projects, expires_at=None
         )
-        issued = await keys.create_bootstrap_key(
-            self.services.writer,
-            self.services.keeper,
-            self.services.prefixes,
-            account_id,
-            request,
-        )
+        issued = await self.services.keys.create_bootstrap(account_id, request)
         return Credential(issued.info.key, issued.secret, type, {})
 
     async def request(

@@ -105,3 +105,43 @@ def running(env: dict[str, str], log_path: Path, *extra_args: str) -> Iterator[S
         yield server
     finally:
         stop(server)
+
+
+def bare_environment() -> dict[str, str]:
+    """This process's environment without any APIKEYS_*: the defaults, as `make run` has them."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("APIKEYS_")}
+
+
+@dataclass
+class Quickstart:
+    server: Server
+    output_path: Path
+
+    def output(self) -> str:
+        return self.output_path.read_text()
+
+    def exports(self) -> dict[str, str]:
+        """The `export NAME=VALUE` lines it printed for the README's examples."""
+        found: dict[str, str] = {}
+        for line in self.output().splitlines():
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").partition("=")
+                found[name] = value
+        return found
+
+
+def start_quickstart(directory: Path, env: dict[str, str], port: int | None = None) -> Quickstart:
+    """`apikeys quickstart` in `directory`, as `make run` runs it; wait_ready before using it."""
+    port = port or free_port()
+    output_path = directory / "quickstart.out"
+    log_path = directory / "quickstart.log"
+    with output_path.open("w") as output, log_path.open("w") as log:
+        process = subprocess.Popen(
+            [APIKEYS, "quickstart", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=directory,
+            stdout=output,
+            stderr=log,
+            text=True,
+        )
+    return Quickstart(Server(process, port, log_path), output_path)

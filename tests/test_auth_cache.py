@@ -8,8 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from apikeys.api.deps import Services
-from apikeys.domain import ApiKeyInfo, KeyType, Role
+from apikeys.domain import KeyType, Role
 from apikeys.errors import Unauthenticated
 from apikeys.service import keys
 from apikeys.service.authentication import (
@@ -19,26 +18,14 @@ from apikeys.service.authentication import (
 )
 from apikeys.service.replay import ReplayGuard
 from apikeys.service.usage import UsageRecorder
+from apikeys.services import Services
 from apikeys.storage.repository import StoredCredential
 from tests.conftest import ACCOUNT_ID, World
+from tests.factories import key_info
 
 
 def _stored(key: str) -> StoredCredential:
-    now = datetime.now(UTC)
-    info = ApiKeyInfo(
-        id=1,
-        key=key,
-        account_id=ACCOUNT_ID,
-        name="cached",
-        type=KeyType.SECRET_KEY,
-        role=Role.BROWSE,
-        project_ids=None,
-        secret_hint="…abcd",
-        created_at=now,
-        expires_at=None,
-        last_used_at=None,
-        revoked_at=None,
-    )
+    info = key_info(key=key, name="cached")
     return StoredCredential(info, None)
 
 
@@ -168,9 +155,7 @@ async def test_a_cached_key_is_refused_once_its_expiry_passes(
         project_ids=None,
         expires_at=datetime.now(UTC) + timedelta(hours=1),
     )
-    issued = await keys.create_bootstrap_key(
-        services.writer, services.keeper, services.prefixes, ACCOUNT_ID, request
-    )
+    issued = await services.keys.create_bootstrap(ACCOUNT_ID, request)
     credentials = BearerCredentials(issued.secret)
     assert (await authenticator.authenticate(credentials, method="GET")).key == issued.info.key
 

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from sqlalchemy import event, update
 
-from apikeys.api.deps import Services
 from apikeys.config import Settings
 from apikeys.domain import KeyType, Role
 from apikeys.security import generate_key_id, generate_secret
+from apikeys.services import Services
 from apikeys.storage.models import ApiKey
 from tests.conftest import ACCOUNT_ID, Credential, World
 from tests.signing import bearer_headers, convert_signature, signed_headers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from apikeys.errors import Forbidden
 from apikeys.service.keys import KeyRequest, ensure_within_grant
 from apikeys.storage.models import ApiKey
 from tests.conftest import ACCOUNT_ID, OTHER_ACCOUNT_ID, OTHER_PROJECT, World
+from tests.factories import key_info
 
 KEY_PATH = f"/accounts/{ACCOUNT_ID}/api-keys"
 ROLES_BELOW_OWNER = ["browse", "edit", "publish", "admin"]
@@ -136,20 +136,7 @@ async def test_project_limited_admin_cannot_widen_its_scope(
 
 
 def _caller(role: Role, projects: frozenset[int] | None = None) -> ApiKeyInfo:
-    return ApiKeyInfo(
-        id=1,
-        key="k" * 24,
-        account_id=ACCOUNT_ID,
-        name="caller",
-        type=KeyType.SECRET_KEY,
-        role=role,
-        project_ids=projects,
-        secret_hint="…abcd",
-        created_at=datetime.now(UTC),
-        expires_at=None,
-        last_used_at=None,
-        revoked_at=None,
-    )
+    return key_info(key="k" * 24, name="caller", role=role, project_ids=projects)
 
 
 def _request(role: Role, projects: frozenset[int] | None = None) -> KeyRequest:

@@ -20,6 +20,7 @@ MEASURES = (
     "GET /me, requestSigning key",
     "GET /me, secretKey key",
     "POST /accounts/{id}/api-keys, one project",
+    "POST /accounts/{id}/api-keys, one project, Idempotency-Key",
     "/verify, secretKey key",
     "/verify, signed GET forwarded",
 )

@@ -46,6 +46,7 @@ class Deployment:
     server: servers.Server
     runs: dict[str, Run]
     master_key_file_at_start: str | None
+    env: dict[str, str]
 
     def json(self, run: str) -> dict[str, object]:
         result = self.runs[run]
@@ -133,6 +134,7 @@ def deployment(
             server,
             runs,
             key_file.read_text() if key_file.exists() else None,
+            env,
         )
 
 
@@ -187,6 +189,47 @@ def test_a_signing_key_from_the_cli_authenticates_against_the_server(
 
     assert response.status_code == 200, response.text
     assert response.json()["key"] == signing["key"]
+
+
+@pytest.mark.full
+def test_keys_roll_prints_a_new_key_that_works_while_the_old_one_winds_down(
+    deployment: Deployment,
+) -> None:
+    env = deployment.env
+    made = run_cli(
+        *("keys", "create", "--json", "--account", "7", "--name", "to roll", "--role", "review"),
+        *("--type", "secretKey"),
+        env=env,
+        cwd=deployment.directory,
+    )
+    old = json.loads(made.stdout)
+
+    rolled = run_cli(
+        *("keys", "roll", "--json", "--account", "7", "--key", str(old["key"])),
+        *("--expires-in", "0"),
+        env=env,
+        cwd=deployment.directory,
+    )
+
+    assert rolled.returncode == 0, rolled.stderr
+    new = json.loads(rolled.stdout)
+    assert new["rolled_from"] == old["key"]
+    assert (new["name"], new["role"], new["type"]) == ("to roll", "review", "secretKey")
+    me = f"{deployment.server.base_url}/me"
+    assert httpx.get(me, headers=bearer_headers(str(new["secret"]))).status_code == 200
+    assert httpx.get(me, headers=bearer_headers(str(old["secret"]))).status_code == 401
+
+
+@pytest.mark.full
+def test_keys_roll_refuses_an_expires_in_over_a_week(deployment: Deployment) -> None:
+    result = run_cli(
+        *("keys", "roll", "--json", "--account", "7", "--key", "x" * 24),
+        *("--expires-in", "604801"),
+        env=deployment.env,
+        cwd=deployment.directory,
+    )
+
+    assert_refused_clearly(result, "expires_in")
 
 
 def assert_refused_clearly(result: Run, message: str) -> None:

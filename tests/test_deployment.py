@@ -51,7 +51,8 @@ def server_environment(database_url: str, **extra: str) -> dict[str, str]:
 def bootstrap_owner(env: dict[str, str], account_id: int, key_type: str) -> dict[str, Any]:
     """An account with one project, and an owner key for it, made with the CLI."""
     cli(["accounts", "create", "--name", "Acme", "--id", str(account_id), "--json"], env)
-    cli(["projects", "create", "--account", str(account_id), "--name", "Web", "--id", "1"], env)
+    project = ["projects", "create", "--account", str(account_id), "--name", "Web", "--id", "1"]
+    cli([*project, "--json"], env)
     owner: dict[str, Any] = cli(
         ["keys", "create", "--account", str(account_id), "--name", "owner", "--type", key_type,
          "--role", "owner", "--json"],

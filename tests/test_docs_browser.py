@@ -190,6 +190,40 @@ def test_redoc_page_renders_from_this_service_alone(
     assert_stayed_on_this_host(traffic)
 
 
+def test_the_signing_secret_box_says_it_stays_in_the_page_not_which_header_sends_it(
+    page: Page, live: LiveService
+) -> None:
+    page.goto(f"{live.base_url}/docs")
+    page.locator("button.btn.authorize").first.click()
+    dialog = page.locator(".dialog-ux .modal-ux")
+    title = page.locator("h4", has_text=re.compile(rf"^\s*{REQUEST_SIGNING_SECRET_SCHEME}\s*\("))
+    box = dialog.locator(".auth-container", has=title)
+
+    expect(box).to_contain_text("kept in this page")
+    expect(box).to_contain_text("never sent to the server")
+    assert "Convert-Secret" not in box.inner_text()
+    assert box.locator("input").first.get_attribute("type") == "password"
+    # The key's own box still names the header it is sent in.
+    key_title = page.locator("h4", has_text=re.compile(rf"^\s*{REQUEST_SIGNING_SCHEME}\s*\("))
+    expect(dialog.locator(".auth-container", has=key_title)).to_contain_text(
+        "Convert-Application-ID"
+    )
+
+
+def test_redoc_samples_show_ids_the_api_gives_not_made_up_zeros(
+    page: Page, live: LiveService
+) -> None:
+    page.goto(f"{live.base_url}/redoc")
+    expect(page.locator("h1", has_text="apikeys")).to_be_visible(timeout=20_000)
+
+    text = re.sub(r"\s+", " ", page.locator("body").inner_text())
+
+    assert '"account_id": 1' in text
+    assert re.search(r'"projects": \[ ?1 ?\]', text)
+    assert '"account_id": 0' not in text
+    assert not re.search(r'"projects": \[ ?0', text)
+
+
 def save_screenshot(page: Page, operation: Locator, created: dict, name: str) -> None:
     """A picture of the signed request and its 201, the new secret cut short in it."""
     page.evaluate(

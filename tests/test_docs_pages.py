@@ -125,6 +125,7 @@ async def test_every_authenticated_operation_accepts_either_scheme_and_never_the
 async def test_every_error_response_of_every_operation_is_problem_json(
     client: httpx.AsyncClient,
 ) -> None:
+    """Convert's API v2 surface excepted, whose errors have Convert's shape (SPEC §10)."""
     document = await openapi_document(client)
 
     for method, path, operation in operations(document):
@@ -133,11 +134,14 @@ async def test_every_error_response_of_every_operation_is_problem_json(
             assert {"401", "429", "503"} <= set(responses), (method, path)
         if operation.get("parameters") or "requestBody" in operation:
             assert "422" in responses, (method, path)
+        media_type, schema = "application/problem+json", PROBLEM_REF
+        if path.startswith("/api/v2/"):
+            media_type, schema = "application/json", {"$ref": "#/components/schemas/ConvertError"}
         for status, response in responses.items():
             if int(status) >= 400:
                 content = response["content"]
-                assert list(content) == ["application/problem+json"], (method, path, status)
-                assert content["application/problem+json"]["schema"] == PROBLEM_REF
+                assert list(content) == [media_type], (method, path, status)
+                assert content[media_type]["schema"] == schema
     assert "HTTPValidationError" not in document["components"]["schemas"]
 
 
@@ -149,7 +153,7 @@ async def test_create_operation_lists_its_statuses_headers_and_named_examples(
 
     create = document["paths"]["/accounts/{account_id}/api-keys"]["post"]
     assert sorted(create["responses"]) == [
-        "201", "401", "403", "404", "413", "415", "422", "429", "503",
+        "201", "401", "403", "404", "409", "413", "415", "422", "429", "503",
     ]  # fmt: skip
     assert {"Location", "Cache-Control"} <= set(create["responses"]["201"]["headers"])
     assert "Retry-After" in create["responses"]["429"]["headers"]

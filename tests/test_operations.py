@@ -63,6 +63,28 @@ async def test_a_refused_request_is_logged_without_a_key(
     assert line["key"] is None
 
 
+@pytest.mark.one_backend
+@pytest.mark.parametrize(
+    ("path", "route", "status"),
+    [
+        ("/openapi.json", "/openapi.json", 200),
+        ("/static/docs/swagger/swagger-ui.css", "/static/docs/{path}", 200),
+        ("/static/apikeys/request-signing.js", "/static/apikeys/{path}", 200),
+        ("/static/apikeys/nothing-here.js", "/static/apikeys/{path}", 404),
+        ("/docs", "/docs", 200),
+        ("/no/such/path", "(unmatched)", 404),
+    ],
+)
+async def test_the_access_log_names_the_docs_document_and_static_files(
+    world: World, capsys: pytest.CaptureFixture[str], path: str, route: str, status: int
+) -> None:
+    response = await world.client.get(path)
+
+    (line,) = await access_lines(capsys)
+    assert response.status_code == status
+    assert (line["route"], line["status"]) == (route, status)
+
+
 async def test_access_lines_made_in_one_loop_turn_are_written_together_as_text() -> None:
     stream = io.StringIO()
     access_log = AccessLog("text", enabled=True, stream=stream)
@@ -126,10 +148,10 @@ def test_revocation_on_one_replica_is_refused_by_another_within_a_second(
 ) -> None:
     run_now(empty_postgres(postgres_database_url))
     env = servers.environment(postgres_database_url, random_master_key())
-    servers.cli(["accounts", "create", "--name", "Acme", "--id", str(ACCOUNT_ID)], env)
+    servers.cli(["accounts", "create", "--name", "Acme", "--id", str(ACCOUNT_ID), "--json"], env)
     owner = servers.cli(
         ["keys", "create", "--account", str(ACCOUNT_ID), "--name", "o", "--role", "owner",
-         "--type", "secretKey"],
+         "--type", "secretKey", "--json"],
         env,
     )  # fmt: skip
     with (

@@ -8,14 +8,12 @@ import re
 import string
 import zlib
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from apikeys.domain import ApiKeyInfo, KeyType, Role
 from apikeys.security import (
     SecretKeeper,
     base62_checksum,
@@ -25,6 +23,7 @@ from apikeys.security import (
 )
 from apikeys.service.authentication import BearerCredentials
 from apikeys.service.keys import IssuedKey
+from tests.factories import key_info
 
 DIGITS = string.digits + string.ascii_uppercase + string.ascii_lowercase
 PREFIXES = ("cvsk_", "cvrs_")
@@ -161,20 +160,7 @@ def test_digest_is_hmac_sha256_under_a_key_derived_from_the_master_key() -> None
 def test_repr_of_keeper_issued_key_and_credentials_hides_secrets() -> None:
     master = os.urandom(32)
     secret = generate_secret("cvsk_")
-    info = ApiKeyInfo(
-        id=1,
-        key=generate_key_id(),
-        account_id=1,
-        name="k",
-        type=KeyType.SECRET_KEY,
-        role=Role.BROWSE,
-        project_ids=None,
-        secret_hint="…" + secret[-4:],
-        created_at=datetime.now(UTC),
-        expires_at=None,
-        last_used_at=None,
-        revoked_at=None,
-    )
+    info = key_info(account_id=1, secret_hint="…" + secret[-4:])
     issued = IssuedKey(info, secret)
     shown = (
         repr(SecretKeeper(master)) + repr(issued) + str(issued) + repr(BearerCredentials(secret))

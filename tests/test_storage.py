@@ -131,7 +131,7 @@ async def test_models_and_migrations_agree(world: World) -> None:
 
 
 async def test_accounts_and_projects_without_an_id_follow_the_explicit_ones(world: World) -> None:
-    async with world.services.database.sessions() as session:
+    async with world.services.database.transaction() as session:
         account = await accounts.create_account(session, "No id given", None)
         project = await accounts.create_project(session, account, "No id given", None)
 

@@ -11,16 +11,18 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
-from sqlalchemy.exc import IntegrityError, StatementError
 
 from apikeys import security
 from apikeys.config import async_database_url
-from apikeys.domain import COMMAND_LINE, KeyType, Role
+from apikeys.domain import KeyType, Role
+from apikeys.errors import InvalidInput
+from apikeys.service.keys import IssuedKey, KeyRequest
 from apikeys.storage.database import Database
 from apikeys.storage.models import ApiKey, ApiKeyProject, AuditEvent
 from apikeys.storage.repository import NewKey, NewKeyRow
-from apikeys.storage.writer import KeyWriter, UnknownAccount, UnknownProjects
+from apikeys.storage.writer import KeyRefused, KeyWriter, UnknownAccount, UnknownProjects
 from tests.conftest import ACCOUNT_ID, OTHER_ACCOUNT_ID, OTHER_PROJECT, World
+from tests.factories import new_key_of
 
 KEY_PATH = f"/accounts/{ACCOUNT_ID}/api-keys"
 
@@ -29,7 +31,7 @@ def new_key(
     account_id: int = ACCOUNT_ID, projects: frozenset[int] | None = None, name: str = "k"
 ) -> NewKey:
     public_id = security.generate_key_id()
-    return NewKey(
+    return new_key_of(
         NewKeyRow(
             public_id=public_id,
             account_id=account_id,
@@ -44,8 +46,6 @@ def new_key(
             created_at=datetime.now(UTC),
             expires_at=None,
         ),
-        created_by=None,
-        origin=COMMAND_LINE,
     )
 
 
@@ -145,24 +145,62 @@ async def test_a_key_the_database_refuses_fails_alone_and_its_error_hides_the_va
 ) -> None:
     writer = world.services.writer
     first = new_key(name="first")
-    twin = NewKey(replace(first.row, name="same public id"), None, COMMAND_LINE)
+    twin = new_key_of(replace(first.row, name="same public id"))
     # Valid in Python, but no UTC year in 1-9999: the driver cannot be given it.
     beyond = replace(
         new_key().row,
         expires_at=datetime(9999, 12, 31, 23, 30, tzinfo=timezone(-timedelta(hours=1))),
     )
-    keys = [first, twin, NewKey(beyond, None, COMMAND_LINE), new_key(name="last")]
+    keys = [first, twin, new_key_of(beyond), new_key(name="last")]
 
     outcomes = await asyncio.gather(*(writer.add(key) for key in keys), return_exceptions=True)
 
     assert [getattr(outcome, "name", None) for outcome in outcomes] == [
         "first", None, None, "last",
     ]  # fmt: skip
-    assert isinstance(outcomes[1], IntegrityError)
-    assert isinstance(outcomes[2], StatementError)
+    assert isinstance(outcomes[1], KeyRefused)
+    assert isinstance(outcomes[2], KeyRefused)
     assert first.row.public_id not in str(outcomes[1])
     assert first.row.secret_digest.hex() not in str(outcomes[1])
     assert await count(world, ApiKey) == 2
+
+
+def hostile_requests(backend: str) -> list[KeyRequest]:
+    """Requests validation would refuse, each holding a value the database cannot store."""
+    too_big = 2**31 if backend == "postgresql" else 2**63
+    base = KeyRequest(
+        name="hostile", type=KeyType.SECRET_KEY, role=Role.BROWSE, project_ids=None,
+        expires_at=None,
+    )  # fmt: skip
+    return [
+        replace(base, project_ids=frozenset({too_big})),
+        replace(base, name="\ud800"),
+        replace(base, name="x" * 500) if backend == "postgresql" else replace(base, name="\udfff"),
+    ]
+
+
+async def test_values_the_database_refuses_fail_their_own_creates_and_no_other(
+    world: World, backend: str
+) -> None:
+    service = world.services.keys
+    valid = KeyRequest(
+        name="valid", type=KeyType.SECRET_KEY, role=Role.BROWSE,
+        project_ids=frozenset({OTHER_PROJECT}), expires_at=None,
+    )  # fmt: skip
+    hostile = hostile_requests(backend)
+
+    for _ in range(3):  # several rounds, so hostile keys land in batches of every shape
+        creates = [service.create_bootstrap(OTHER_ACCOUNT_ID, valid) for _ in range(9)]
+        creates[2:2] = [service.create_bootstrap(ACCOUNT_ID, request) for request in hostile]
+        outcomes = await asyncio.gather(*creates, return_exceptions=True)
+
+        refused = outcomes[2 : 2 + len(hostile)]
+        created = outcomes[:2] + outcomes[2 + len(hostile) :]
+        assert all(isinstance(outcome, InvalidInput) for outcome in refused), refused
+        assert all(isinstance(outcome, IssuedKey) for outcome in created), created
+    assert await count(world, ApiKey) == 27
+    assert await count(world, AuditEvent) == 27
+    assert await count(world, ApiKeyProject) == 27
 
 
 async def test_a_caller_that_goes_away_leaves_the_others_their_keys(world: World) -> None:

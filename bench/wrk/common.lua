@@ -6,6 +6,8 @@
 --                       takes the next block (round robin per thread), to spread load over
 --                       many keys. Building each request costs wrk some throughput.
 --   BENCH_BODY          the request body (post.lua)
+--   BENCH_IDEMPOTENCY_PREFIX  when set, every request carries an Idempotency-Key of its own:
+--                       this prefix, the thread's number and a count
 --
 -- wrk counts only statuses >= 400 as errors; the harness also checks one response of each
 -- kind with curl-like requests before loading, so a 3xx cannot pass for success.
@@ -29,6 +31,15 @@ function M.setup(method)
     wrk.body = body
     wrk.headers["Content-Type"] = "application/json"
   end
+  local prefix = os.getenv("BENCH_IDEMPOTENCY_PREFIX")
+  if prefix and prefix ~= "" then
+    local count = 0
+    request = function()
+      count = count + 1
+      wrk.headers["Idempotency-Key"] = prefix .. "-" .. (thread_number or 0) .. "-" .. count
+      return wrk.format()
+    end
+  end
   local file = os.getenv("BENCH_HEADER_FILE")
   if not file or file == "" then return end
   local blocks = {}
@@ -46,6 +57,13 @@ function M.setup(method)
     index = index % #blocks + 1
     return wrk.format(nil, nil, blocks[index])
   end
+end
+
+-- Numbers each thread, for keys that differ across threads.
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_number", threads)
 end
 
 function done(summary, latency, requests)

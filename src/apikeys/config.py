@@ -82,9 +82,22 @@ class Settings(BaseSettings):
     # Failed authentications allowed per client address in a sliding minute; 0 turns it off.
     auth_failure_limit: int = Field(default=600, ge=0)
     database_timeout: float = Field(default=5.0, gt=0)
+    # How long `apikeys serve` waits for the database to answer before it gives up.
+    startup_timeout: float = Field(default=30.0, ge=0)
+    # Seconds in-flight requests get to finish after SIGTERM; those still running then are
+    # answered 503.
+    shutdown_grace: int = Field(default=20, ge=0)
     # Seconds a looked-up key is trusted before asking the database again; 0 turns it off.
     # Below 1 s, so every replica refuses a revoked key within the promised second.
     auth_cache_ttl: float = Field(default=0.5, ge=0, le=0.9)
+    # Seconds a client has to send a request's headers (counted from connecting, or from the
+    # first byte of a later request on the same connection), and then its body.
+    header_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=20.0, gt=0)
+    # The most bytes of request line and headers one request may send.
+    max_header_bytes: int = Field(default=16 * 1024, ge=4 * 1024)
+    # Open connections per process; never more than the open-file limit leaves room for.
+    max_connections: int = Field(default=1000, ge=1)
     # Peers that may call /verify and /metrics (comma-separated addresses or networks).
     verify_allow: str = "127.0.0.1/32,::1/128"
     log_format: Literal["json", "text"] = "json"

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+# Every id (accounts, projects, keys, events) is a 32-bit signed integer in the database.
+MAX_ID = 2**31 - 1
+
 
 class KeyType(StrEnum):
     REQUEST_SIGNING = "requestSigning"
@@ -13,9 +16,14 @@ class KeyType(StrEnum):
 
 
 class Role(StrEnum):
+    """Convert's published roles, plus owner; ranked in the order written here (Convert
+    publishes the names, not the order)."""
+
     BROWSE = "browse"
+    REVIEW = "review"
     EDIT = "edit"
     PUBLISH = "publish"
+    ACCOUNT_MANAGER = "account_manager"
     ADMIN = "admin"
     OWNER = "owner"
 
@@ -67,3 +75,5 @@ COMMAND_LINE = Origin(client_address="command line", request_id=None)
 # The actions of the audit trail.
 KEY_CREATED = "api_key.created"
 KEY_REVOKED = "api_key.revoked"
+KEY_UPDATED = "api_key.updated"
+KEY_ROLLED = "api_key.rolled"

@@ -78,6 +78,18 @@ class UnsupportedMediaType(ApiError):
     slug = "unsupported-media-type"
 
 
+class RequestTimeout(ApiError):
+    status = 408
+    title = "Request Timeout"
+    slug = "request-timeout"
+
+
+class HeadersTooLarge(ApiError):
+    status = 431
+    title = "Request Header Fields Too Large"
+    slug = "headers-too-large"
+
+
 class InvalidInput(ApiError):
     status = 422
     title = "Unprocessable Content"

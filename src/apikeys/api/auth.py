@@ -3,7 +3,6 @@ authenticator, the replay rule), and the route class that runs it before anythin
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -13,17 +12,30 @@ from starlette.types import Scope
 
 from apikeys import metrics
 from apikeys.api.context import RawHeaders, context_of, header
-from apikeys.api.deps import Services, services_of
+from apikeys.api.deps import services_of
 from apikeys.api.openapi import REQUEST_SIGNING_SCHEME, SECRET_KEY_SCHEME
 from apikeys.domain import ApiKeyInfo
 from apikeys.errors import TooManyRequests, Unauthenticated, UnsupportedMediaType
 from apikeys.security import SignedMessage
 from apikeys.service.authentication import BearerCredentials, Credentials, SignatureCredentials
 from apikeys.service.replay import REPLAYED
+from apikeys.services import Services
 
-_SIGNATURE_PARAMETER = re.compile(r"\s*Signature\s*=\s*([0-9A-Fa-f]{64})\s*;?\s*", re.IGNORECASE)
-_KEY_ID = re.compile(r"[A-Za-z0-9_\-]{16,64}")
-_EXPIRES = re.compile(r"\d{1,12}")
+# Credential headers are read with plain string operations, each a single pass, never with
+# a regular expression that could backtrack: a crafted header costs no more than a normal one.
+MAX_CREDENTIAL_HEADER_BYTES = 8 * 1024
+_CREDENTIAL_HEADERS = {
+    b"authorization": "Authorization",
+    b"convert-authorization": "Convert-Authorization",
+    b"convert-application-id": "Convert-Application-ID",
+    b"expires": "Expires",
+}
+_SIGNATURE_LENGTH = 64
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_KEY_ID_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_KEY_ID_LENGTHS = range(16, 65)
+_DECIMAL_DIGITS = frozenset("0123456789")
+_EXPIRES_LENGTHS = range(1, 13)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 MISSING_CREDENTIALS = (
@@ -49,11 +61,44 @@ def signed_url(scope: Scope, headers: RawHeaders, public_base_url: str | None) -
     return public_base_url + path + (f"?{query}" if query else "")
 
 
+def _refuse_oversized(headers: RawHeaders) -> None:
+    for name, shown in _CREDENTIAL_HEADERS.items():
+        if len(headers.get(name, b"")) > MAX_CREDENTIAL_HEADER_BYTES:
+            raise Unauthenticated(
+                f"The {shown} header is over "
+                f"{MAX_CREDENTIAL_HEADER_BYTES // 1024} KiB; no credential is that long",
+                "malformed",
+            )
+
+
+def _signature_parameter(parameters: str) -> str | None:
+    """The hex of `Signature=<64 hex digits>`, white space allowed around the name, the
+    equals sign and the value, and one `;` after it; None for anything else."""
+    name, equals, value = parameters.partition("=")
+    if not equals or name.strip().lower() != "signature":
+        return None
+    value = value.strip()
+    if value.endswith(";"):
+        value = value[:-1].rstrip()
+    if len(value) != _SIGNATURE_LENGTH or not _HEX_DIGITS.issuperset(value):
+        return None
+    return value
+
+
+def _is_key_id(value: str) -> bool:
+    return len(value) in _KEY_ID_LENGTHS and _KEY_ID_CHARACTERS.issuperset(value)
+
+
+def _is_expires(value: str) -> bool:
+    return len(value) in _EXPIRES_LENGTHS and _DECIMAL_DIGITS.issuperset(value)
+
+
 async def read_credentials(
     headers: RawHeaders, *, url: str, read_body: Callable[[], Awaitable[bytes]]
 ) -> Credentials:
     """The credentials the headers present; for a signature, the message over `url` and the
     body, which `read_body` gives only when the headers announce one."""
+    _refuse_oversized(headers)
     # Convert's published Python sample sends the signature as Convert-Authorization.
     authorization = header(headers, b"authorization") or header(headers, b"convert-authorization")
     if not authorization:
@@ -68,7 +113,7 @@ async def read_credentials(
             )
         return BearerCredentials(secret)
     if scheme == "convert-hmac-sha256":
-        signature = _SIGNATURE_PARAMETER.fullmatch(parameters)
+        signature = _signature_parameter(parameters)
         key_id = header(headers, b"convert-application-id")
         expires = header(headers, b"expires")
         if signature is None:
@@ -77,9 +122,9 @@ async def read_credentials(
                 "'Convert-HMAC-SHA256 Signature=<64 hex digits>'",
                 "malformed",
             )
-        if not _KEY_ID.fullmatch(key_id):
+        if not _is_key_id(key_id):
             raise Unauthenticated("Missing or malformed Convert-Application-ID header", "malformed")
-        if not _EXPIRES.fullmatch(expires):
+        if not _is_expires(expires):
             raise Unauthenticated(
                 "Missing or malformed Expires header: expected UNIX seconds", "malformed"
             )
@@ -89,7 +134,7 @@ async def read_credentials(
             url=url,
             body=await read_body() if has_body(headers) else b"",
         )
-        return SignatureCredentials(message, signature.group(1))
+        return SignatureCredentials(message, signature)
     raise Unauthenticated(
         "Unsupported authorization scheme: use Bearer or Convert-HMAC-SHA256", "malformed"
     )

@@ -1,40 +1,12 @@
-"""What a route can reach: the services, a database session, the calling key."""
+"""What a route can reach: the services and the calling key."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Annotated
-
-from fastapi import Depends, Request
+from fastapi import Request
 
 from apikeys.api.context import context_of
-from apikeys.config import Settings
 from apikeys.domain import ApiKeyInfo
-from apikeys.security import SecretKeeper
-from apikeys.service.authentication import Authenticator
-from apikeys.service.keys import SecretPrefixes
-from apikeys.service.throttle import FailureThrottle
-from apikeys.service.verification import ProjectDirectory
-from apikeys.storage.database import AsyncSession, Database
-from apikeys.storage.shared_state import SharedState
-from apikeys.storage.writer import KeyWriter
-
-
-@dataclass(frozen=True, slots=True)
-class Services:
-    """Everything built once per process at start-up."""
-
-    settings: Settings
-    database: Database
-    keeper: SecretKeeper
-    prefixes: SecretPrefixes
-    authenticator: Authenticator
-    throttle: FailureThrottle
-    writer: KeyWriter
-    projects: ProjectDirectory
-    # Used signatures and failure counts, seen by every replica.
-    shared_state: SharedState
+from apikeys.services import Services
 
 
 # The services and the caller are read off the request, not declared as dependencies:
@@ -51,12 +23,3 @@ def caller_of(request: Request) -> ApiKeyInfo:
     caller = context_of(request.scope).caller
     assert caller is not None, "an authenticated route runs only once its caller is known"
     return caller
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request; service functions commit, anything uncommitted rolls back."""
-    async with services_of(request).database.sessions() as session:
-        yield session
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -6,6 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
+from apikeys.api.deadline import abandon
 from apikeys.api.deps import services_of
 from apikeys.api.openapi import problem_responses
 from apikeys.errors import ServiceUnavailable
@@ -23,9 +24,19 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses=problem_responses(503))
 async def readyz(request: Request) -> dict[str, str]:
-    """200 when the database answers within two seconds, else 503."""
+    """200 when the database answers within two seconds and can take writes, else 503."""
+    probe = asyncio.ensure_future(services_of(request).database.unready_reason())
+    # Not wait_for: past the bound it would wait for the probe's clean-up too, which against
+    # a database that never answers takes as long again.
+    await asyncio.wait({probe}, timeout=READY_TIMEOUT_SECONDS)
+    if not probe.done():
+        probe.cancel()
+        abandon(probe)
+        raise ServiceUnavailable("The database is not answering")
     try:
-        await asyncio.wait_for(services_of(request).database.ping(), READY_TIMEOUT_SECONDS)
+        reason = probe.result()
     except Exception as error:
         raise ServiceUnavailable("The database is not answering") from error
+    if reason is not None:
+        raise ServiceUnavailable(f"The database answers, but {reason}")
     return {"status": "ready"}

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apikeys import metrics
 from apikeys.api.context import ClientAddresses, RequestContext, context_of, header, read_headers
 from apikeys.api.problems import error_problem, problem
-from apikeys.errors import PayloadTooLarge
+from apikeys.errors import PayloadTooLarge, ServiceUnavailable
 from apikeys.log import AccessLog
 
 error_log = logging.getLogger("apikeys.errors")
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# Logged for a request left unanswered because its client went away or was cut off (nginx's
+# code for it), rather than the 500 nobody was sent.
+CLIENT_WENT_AWAY = 499
 
 
 class RequestContextMiddleware:
@@ -61,6 +69,15 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+            if not response_started:
+                status = CLIENT_WENT_AWAY
+        except asyncio.CancelledError:
+            # Only the server cancels a request: when it stops, past its grace period.
+            if response_started:
+                raise
+            error_log.warning("request cut short by shutdown", extra={"request_id": request_id})
+            stopping = ServiceUnavailable("The server is shutting down; retry", retry_after=1)
+            await error_problem(scope, stopping)(scope, receive, send_with_id)
         except Exception:
             error_log.exception("unhandled error", extra={"request_id": request_id})
             if response_started:
@@ -86,6 +103,32 @@ class RequestContextMiddleware:
             "key": context.caller.key if context.caller else None,
         }
         self.access_log.write(f"{method} {route} {status}", fields)
+
+
+@dataclass(frozen=True, slots=True)
+class _RouteTemplate:
+    path: str
+
+
+def _recording_route(app: ASGIApp, template: _RouteTemplate) -> ASGIApp:
+    async def recorded(scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("route", template)
+        await app(scope, receive, send)
+
+    return recorded
+
+
+def name_plain_routes(app: FastAPI) -> None:
+    """FastAPI records the route it matched in the scope only for its own routes; this does the
+    same for the rest (the OpenAPI document, the docs pages' static files), so the access log
+    names them (`/openapi.json`, `/static/docs/{path}`) rather than calling them unmatched."""
+    for route in app.router.routes:
+        if isinstance(route, APIRoute):
+            continue
+        if isinstance(route, Mount):
+            route.app = _recording_route(route.app, _RouteTemplate(f"{route.path}/{{path}}"))
+        elif isinstance(route, Route):
+            route.app = _recording_route(route.app, _RouteTemplate(route.path))
 
 
 class BodyLimitMiddleware:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from apikeys.api.problems import PROBLEM_MEDIA_TYPE
 from apikeys.errors import (
     ApiError,
+    Conflict,
     Forbidden,
     InvalidInput,
     NotFound,
@@ -21,6 +22,14 @@ from apikeys.errors import (
     TooManyRequests,
     Unauthenticated,
     UnsupportedMediaType,
+)
+
+CONVERT_TAG = "Convert API v2"
+CONVERT_TAG_DESCRIPTION = (
+    "Convert's published API v2 key operations, for clients written from Convert's documents: "
+    "point such a client's base URL at `/api/v2`. Convert's field names (`auth_type`, "
+    "`key_id`, `key_secret`) and error shape (`{code, message, fields}`); the same keys, "
+    "rules and audit trail as the routes above."
 )
 
 SECRET_KEY_SCHEME = "secretKey"
@@ -42,8 +51,10 @@ REQUEST_SIGNING_DESCRIPTION = (
     f"`{REQUEST_SIGNING_SECRET_SCHEME}`; the page signs each request in your browser."
 )
 REQUEST_SIGNING_SECRET_DESCRIPTION = (
-    "The requestSigning key's secret, for this page only: your browser uses it to compute "
-    "each request's signature (WebCrypto). It is never sent to the server."
+    "Kept in this page and never sent to the server, under this or any other name: the "
+    "requestSigning key's secret, which the /docs page's script uses in your browser to compute "
+    "each request's signature (WebCrypto). Declared as a header only so that the page has a "
+    "box for it."
 )
 
 
@@ -89,6 +100,12 @@ _PROBLEMS: dict[int, tuple[type[ApiError], str, str, dict[str, Any]]] = {
         NotFound,
         "No such account for this caller, or no such key.",
         "Account 10 was not found",
+        {},
+    ),
+    409: (
+        Conflict,
+        "The key is revoked, or a request with this Idempotency-Key is still in progress.",
+        "API key 0hV3kQ9xY2mN5pL8rT1wZ4aB is revoked, and a revoked key stays as it is",
         {},
     ),
     413: (PayloadTooLarge, "The body is over 64 KiB.", "The body is over the 64 KiB limit", {}),
@@ -145,6 +162,36 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
+class ConvertError(BaseModel):
+    """An error on the Convert API v2 surface, in Convert's shape."""
+
+    code: int = Field(description="The HTTP status.")
+    message: str = Field(description="What went wrong with this request, for a person to read.")
+    fields: list[str] = Field(description="The names of the bad fields; empty when none.")
+
+
+def convert_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these statuses on the Convert API v2 surface."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        _, description, detail, headers = _PROBLEMS[status]
+        responses[status] = {
+            "description": description,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/ConvertError"},
+                    "example": {
+                        "code": status,
+                        "message": detail,
+                        "fields": ["role"] if status == 422 else [],
+                    },
+                }
+            },
+            **({"headers": headers} if headers else {}),
+        }
+    return responses
+
+
 # Every authenticated operation can answer these, whatever it does.
 AUTHENTICATED_RESPONSES = problem_responses(401, 429, 503)
 
@@ -155,6 +202,14 @@ KEY_CREATED_RESPONSE: dict[int | str, dict[str, Any]] = {
             "Location": {"description": "The new key's path.", **_STRING},
             "Cache-Control": {"description": "Always no-store.", **_STRING},
         },
+    }
+}
+
+KEY_ROLLED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    201: {
+        **KEY_CREATED_RESPONSE[201],
+        "description": "The key that replaces the rolled one, with its secret: the only time "
+        "the secret is shown.",
     }
 }
 
@@ -178,10 +233,93 @@ KEY_CREATE_EXAMPLES: dict[str, Example] = {
 }
 
 
+# What the API answers, shown by both docs pages in place of samples made up from the schemas
+# (which would show ids of 0, a value the API never gives). The secret is left out: a real one
+# has 49 characters after its prefix.
+KEY_EXAMPLE: dict[str, Any] = {
+    "key": "4Sod2jc8DdIikyI9JNQeP3Yy",
+    "name": "Nightly Data Sync Script",
+    "type": "requestSigning",
+    "role": "edit",
+    "projects": [1],
+    "account_id": 1,
+    "created_at": "2026-11-27T05:31:53Z",
+    "expires_at": "2030-01-01T00:00:00Z",
+    "last_used_at": None,
+    "revoked_at": None,
+    "secret_hint": "…WkXJ",
+}
+KEY_CREATED_EXAMPLE: dict[str, Any] = {
+    "key": KEY_EXAMPLE["key"],
+    "secret": "cvrs_…WkXJ",
+    **{name: value for name, value in KEY_EXAMPLE.items() if name != "key"},
+}
+KEY_LIST_EXAMPLE: dict[str, Any] = {"data": [KEY_EXAMPLE], "next_cursor": None}
+AUDIT_EVENT_EXAMPLE: dict[str, Any] = {
+    "id": 1,
+    "account_id": 1,
+    "action": "api_key.created",
+    "actor_key": "tR9SIDxoedLsSYlmPeuOOF5y",
+    "target_key": KEY_EXAMPLE["key"],
+    "related_key": None,
+    "role": "edit",
+    "projects": [1],
+    "client_address": "203.0.113.7",
+    "request_id": "3f2b9c1e8d7a4b6c9e0f1a2b3c4d5e6f",
+    "created_at": "2026-11-27T05:31:53Z",
+}
+AUDIT_EVENT_LIST_EXAMPLE: dict[str, Any] = {"data": [AUDIT_EVENT_EXAMPLE], "next_cursor": None}
+KEY_ROLLED_EXAMPLE: dict[str, Any] = {
+    **KEY_CREATED_EXAMPLE,
+    "key": "q7Xv2LbN0cR5tYwE8kZmA3sD",
+    "secret": "cvrs_…Q2rT",
+    "secret_hint": "…Q2rT",
+    "rolled_from": KEY_EXAMPLE["key"],
+}
+CONVERT_KEY_EXAMPLE: dict[str, Any] = {
+    "name": "Nightly Data Sync Script",
+    "auth_type": "requestSigning",
+    "projects": [1],
+    "key_id": KEY_EXAMPLE["key"],
+    "key_secret": "…WkXJ",
+    "role": "edit",
+}
+CONVERT_KEY_LIST_EXAMPLE: dict[str, Any] = {"data": [CONVERT_KEY_EXAMPLE]}
+CONVERT_DELETED_EXAMPLE: dict[str, Any] = {
+    "code": 200,
+    "message": f"API key {KEY_EXAMPLE['key']} was deleted",
+}
+# Set on the finished document: FastAPI leaves every null out of what it builds, examples too.
+_SCHEMA_EXAMPLES = {
+    "ApiKey": KEY_EXAMPLE,
+    "ApiKeyCreated": KEY_CREATED_EXAMPLE,
+    "ApiKeyList": KEY_LIST_EXAMPLE,
+    "AuditEventOut": AUDIT_EVENT_EXAMPLE,
+    "AuditEventList": AUDIT_EVENT_LIST_EXAMPLE,
+    "ApiKeyRolled": KEY_ROLLED_EXAMPLE,
+    "ConvertApiKey": CONVERT_KEY_EXAMPLE,
+    "ConvertApiKeyList": CONVERT_KEY_LIST_EXAMPLE,
+    "ConvertDeleted": CONVERT_DELETED_EXAMPLE,
+    # Request bodies offered by no named example: what the pages show as their sample.
+    "ConvertApiKeyAdd": {
+        "name": "Nightly Data Sync Script",
+        "auth_type": "requestSigning",
+        "projects": [1],
+        "role": "edit",
+    },
+    "ApiKeyPatch": {"name": "Nightly Data Sync Script", "expires_at": "2030-01-01T00:00:00Z"},
+    "ApiKeyRoll": {"expires_in": 86400},
+}
+
+
 def _problem_schemas() -> dict[str, Any]:
     schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     definitions: dict[str, Any] = schema.pop("$defs", {})
-    return {**definitions, "Problem": schema}
+    return {
+        **definitions,
+        "Problem": schema,
+        "ConvertError": ConvertError.model_json_schema(ref_template="#/components/schemas/{model}"),
+    }
 
 
 def _security_schemes() -> dict[str, Any]:
@@ -295,11 +433,22 @@ def install(app: FastAPI) -> None:
                 summary=app.summary,
                 description=app.description,
                 routes=app.routes,
+                # In this order on the docs page.
+                tags=[
+                    {"name": "API keys"},
+                    {"name": "Audit"},
+                    {"name": CONVERT_TAG, "description": CONVERT_TAG_DESCRIPTION},
+                    {"name": "Operations"},
+                ],
             )
             # Served before FastAPI's router (apikeys.api.verify), so described here.
             document["paths"].update(_operator_paths())
             components = document.setdefault("components", {})
-            components.setdefault("schemas", {}).update(_problem_schemas())
+            schemas = components.setdefault("schemas", {})
+            schemas.update(_problem_schemas())
+            for name, example in _SCHEMA_EXAMPLES.items():
+                if name in schemas:
+                    schemas[name]["examples"] = [example]
             components["securitySchemes"] = _security_schemes()
             app.openapi_schema = document
         return app.openapi_schema

@@ -18,7 +18,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from apikeys import metrics
 from apikeys.api.auth import authenticate, signed_url
 from apikeys.api.context import RawHeaders, context_of, header
-from apikeys.api.deps import Services
 from apikeys.api.problems import error_problem, not_found, unavailable_problem
 from apikeys.api.schemas import key_json
 from apikeys.config import IPNetwork
@@ -31,6 +30,7 @@ from apikeys.errors import (
     Unauthenticated,
 )
 from apikeys.service.verification import require_project, require_role
+from apikeys.services import Services
 
 VERIFY_PATH = "/verify"
 METRICS_PATH = "/metrics"

@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, Protocol, TypeVar
 
+from apikeys.domain import MAX_ID
 from apikeys.errors import FieldError, InvalidInput
 from apikeys.storage.repository import Position
 
@@ -25,6 +26,8 @@ class Positioned(Protocol):
 
 
 Item = TypeVar("Item", bound=Positioned)
+
+_MAX_ID_DIGITS = len(str(MAX_ID))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,18 +45,32 @@ def encode_cursor(position: Position) -> str:
 def decode_cursor(cursor: str | None) -> Position | None:
     if cursor is None:
         return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created_at, row_id = raw.split("|")
-        position = (datetime.fromisoformat(created_at), int(row_id))
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        position = None
-    if position is None or position[0].tzinfo is None:
+    position = _position(cursor)
+    if position is None:
         raise InvalidInput(
             "The cursor is not one this service issued; use next_cursor from a previous page",
             [FieldError(("query", "cursor"), "not a valid cursor")],
         )
     return position
+
+
+def _position(cursor: str) -> Position | None:
+    """The position a cursor names, or None unless it is one the database could hold: an
+    aware time whose UTC year is 1-9999 and a row id of the id columns' range."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, row_id = raw.split("|")
+        moment = datetime.fromisoformat(created_at)
+        if moment.tzinfo is None:
+            return None
+        moment = moment.astimezone(UTC)
+    except (binascii.Error, ValueError, OverflowError):
+        return None
+    if not (row_id.isascii() and row_id.isdigit() and len(row_id) <= _MAX_ID_DIGITS):
+        return None
+    if not 1 <= int(row_id) <= MAX_ID:
+        return None
+    return moment, int(row_id)
 
 
 def page_of(rows: list[Item], limit: int) -> Page[Item]:

@@ -43,11 +43,10 @@ class UsageRecorder:
 
     async def _write(self, key_id: int, now: float) -> None:
         try:
-            async with self._database.sessions() as session:
+            async with self._database.transaction() as session:
                 await repository.touch_last_used(
                     session, key_id, datetime.fromtimestamp(now, UTC), self._every
                 )
-                await session.commit()
         except Exception as error:
             # Best effort: a lost write only leaves last_used_at older than it could be.
             logger.warning("could not record a key's last use: %s", type(error).__name__)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 from alembic import command
@@ -10,6 +12,10 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 
 from apikeys.storage.database import Database
+from apikeys.storage.faults import error_name, is_unavailable
+
+# Between attempts to reach a database that is not answering yet.
+_RETRY_SECONDS = 0.5
 
 # Any fixed 64-bit number: replicas starting together queue on it instead of racing.
 _MIGRATION_LOCK_ID = 0x61706B6579730001
@@ -60,3 +66,39 @@ async def upgrade_to_head(url: URL, timeout: float = 30.0) -> None:
                     await connection.commit()
     finally:
         await database.dispose()
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not answer within the time allowed; the message says which."""
+
+
+async def wait_for_database(url: URL, within: float, timeout: float) -> None:
+    """Return once the database at `url` accepts a connection, trying again every half
+    second for up to `within` seconds, each attempt given at most `timeout`; else raise
+    DatabaseUnavailable. Down, starting up, shutting down, refusing connections, or frozen:
+    all the same to a service about to start."""
+    deadline = time.monotonic() + within
+    while True:
+        remaining = deadline - time.monotonic()
+        database = Database(url, max(0.1, min(timeout, remaining)))
+        try:
+            async with database.engine.connect():
+                return
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            if time.monotonic() + _RETRY_SECONDS >= deadline:
+                # Only the error's class: the driver's text can hold the URL.
+                raise DatabaseUnavailable(
+                    f"the database at {_where(url)} did not answer within {within:g} s "
+                    f"({error_name(error)}); is it running?"
+                ) from None
+        finally:
+            await database.dispose()
+        await asyncio.sleep(_RETRY_SECONDS)
+
+
+def _where(url: URL) -> str:
+    if url.get_backend_name() == "sqlite":
+        return url.database or ":memory:"
+    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"

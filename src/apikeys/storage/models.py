@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -57,6 +58,9 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime}
 
 
+ROLE_CHECK = "role IN ('browse', 'review', 'edit', 'publish', 'account_manager', 'admin', 'owner')"
+
+
 class Account(Base):
     __tablename__ = "accounts"
 
@@ -78,7 +82,7 @@ class ApiKey(Base):
     __tablename__ = "api_keys"
     __table_args__ = (
         CheckConstraint("type IN ('requestSigning', 'secretKey')", name="type"),
-        CheckConstraint("role IN ('browse', 'edit', 'publish', 'admin', 'owner')", name="role"),
+        CheckConstraint(ROLE_CHECK, name="role"),
         # A signing key must be recoverable to check signatures; a Bearer secret must not be.
         CheckConstraint(
             "(type = 'requestSigning') = (secret_ciphertext IS NOT NULL)", name="ciphertext"
@@ -114,7 +118,8 @@ class ApiKeyProject(Base):
 
 
 class AuditEvent(Base):
-    """One key creation or revocation, written in the same transaction as the change."""
+    """One change to a key (created, updated, rolled, revoked), written in the same
+    transaction as the change."""
 
     __tablename__ = "audit_events"
     __table_args__ = (Index("ix_audit_events_account_created", "account_id", "created_at", "id"),)
@@ -127,6 +132,8 @@ class AuditEvent(Base):
     actor_key: Mapped[str | None] = mapped_column(String(64))
     target_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
     target_key: Mapped[str] = mapped_column(String(64))
+    # A roll's two events name each other: the old key's names the new, and back.
+    related_key: Mapped[str | None] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(16))
     projects: Mapped[list[int] | None] = mapped_column(JSON)
     client_address: Mapped[str | None] = mapped_column(String(64))
@@ -166,3 +173,24 @@ class AuthBlock(Base):
 
     address: Mapped[str] = mapped_column(String(64), primary_key=True)
     until: Mapped[int] = mapped_column(Integer)
+
+
+class IdempotencyRecord(Base):
+    """A create or roll sent with an `Idempotency-Key`, kept for 24 hours so a retry gets
+    the first answer again; `response` is empty while the first request is in flight."""
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("caller_key_id", "idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    caller_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    # SHA-256 of the operation and its body as parsed JSON.
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
+    # nonce || AES-256-GCM(the answer, new secret included), associated data = the record's
+    # id, as a signing secret's is its key's.
+    response: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The key the answer made; set with the answer.
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -4,7 +4,7 @@ commit."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,6 +14,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    delete,
     exists,
     insert,
     or_,
@@ -25,8 +26,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql import Executable
 
-from apikeys.domain import ApiKeyInfo, KeyType, Origin, Role
-from apikeys.storage.models import Account, ApiKey, ApiKeyProject, AuditEvent, Base, Project
+from apikeys.domain import ApiKeyInfo, KeyType, Role
+from apikeys.storage.models import (
+    Account,
+    ApiKey,
+    ApiKeyProject,
+    AuditEvent,
+    Base,
+    IdempotencyRecord,
+    Project,
+)
 
 # What runs a statement: the caller's session, or a bare connection for Core-only work.
 Executor = AsyncSession | AsyncConnection
@@ -108,22 +117,30 @@ _IDS_OF_KEYS = select(ApiKey.public_id, ApiKey.id).where(
 )
 _INSERT_LINKS = insert(_table(ApiKeyProject))
 _INSERT_AUDIT_EVENT = insert(_table(AuditEvent))
+_IDEMPOTENCY = _table(IdempotencyRecord)
+_COMPLETE_IDEMPOTENCY_RECORD = (
+    update(_IDEMPOTENCY)
+    .where(_IDEMPOTENCY.c.id == bindparam("record_id"))
+    .values(response=bindparam("new_response"), api_key_id=bindparam("new_api_key_id"))
+)
 
 
-def _info(row: Any, project_ids: frozenset[int] | None) -> ApiKeyInfo:
+def info_of(columns: Mapping[Any, Any], project_ids: frozenset[int] | None) -> ApiKeyInfo:
+    """The one mapper from a key's columns (a row's mapping, or the values just inserted)
+    to its metadata; `project_ids` is ignored for an all-projects key."""
     return ApiKeyInfo(
-        id=row.id,
-        key=row.public_id,
-        account_id=row.account_id,
-        name=row.name,
-        type=KeyType(row.type),
-        role=Role(row.role),
-        project_ids=None if row.all_projects else project_ids,
-        secret_hint=row.secret_hint,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        last_used_at=row.last_used_at,
-        revoked_at=row.revoked_at,
+        id=columns["id"],
+        key=columns["public_id"],
+        account_id=columns["account_id"],
+        name=columns["name"],
+        type=KeyType(columns["type"]),
+        role=Role(columns["role"]),
+        project_ids=None if columns["all_projects"] else project_ids,
+        secret_hint=columns["secret_hint"],
+        created_at=columns["created_at"],
+        expires_at=columns["expires_at"],
+        last_used_at=columns["last_used_at"],
+        revoked_at=columns["revoked_at"],
     )
 
 
@@ -179,6 +196,37 @@ async def account_exists(session: AsyncSession, account_id: int) -> bool:
     return result.first() is not None
 
 
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    id: int
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRecord:
+    id: int
+    account_id: int
+    name: str
+    created_at: datetime
+
+
+async def list_accounts(session: AsyncSession) -> list[AccountRecord]:
+    result = await session.execute(
+        select(Account.id, Account.name, Account.created_at).order_by(Account.id)
+    )
+    return [AccountRecord(row.id, row.name, row.created_at) for row in result]
+
+
+async def list_projects(session: AsyncSession, account_id: int) -> list[ProjectRecord]:
+    result = await session.execute(
+        select(Project.id, Project.account_id, Project.name, Project.created_at)
+        .where(Project.account_id == account_id)
+        .order_by(Project.id)
+    )
+    return [ProjectRecord(row.id, row.account_id, row.name, row.created_at) for row in result]
+
+
 async def projects_of_accounts(
     connection: AsyncConnection, account_ids: Iterable[int], project_ids: Iterable[int]
 ) -> dict[int, set[int]]:
@@ -202,46 +250,88 @@ async def account_of_project(connection: AsyncConnection, project_id: int) -> in
 
 
 @dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One audit event as stored. `target_key_id` is None for a key inserted in the same
+    statement batch: its id is known only once the key row is in."""
+
+    account_id: int
+    action: str
+    actor_key_id: int | None
+    actor_key: str | None
+    target_key_id: int | None
+    target_key: str
+    related_key: str | None
+    role: str
+    projects: list[int] | None
+    client_address: str | None
+    request_id: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyCompletion:
+    """The answer to keep in an idempotency record once its key is in."""
+
+    record_id: int
+    response: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class NewKey:
-    """A key to insert, and who asked for it, for its audit event."""
+    """The rows that create one key: the key itself, its creation's audit event, and for a
+    request with an Idempotency-Key the answer its record keeps."""
 
     row: NewKeyRow
-    created_by: ApiKeyInfo | None
-    origin: Origin
+    audit: AuditRow
+    idempotency: IdempotencyCompletion | None = None
 
 
-async def add_keys(
-    connection: AsyncConnection, new_keys: Sequence[NewKey], action: str
-) -> list[ApiKeyInfo]:
-    """Insert keys, their project links and one audit event `action` each; a few statements
-    for any number of keys."""
-    await connection.execute(_INSERT_KEYS, [_key_values(new_key.row) for new_key in new_keys])
+async def add_keys(executor: Executor, new_keys: Sequence[NewKey]) -> list[ApiKeyInfo]:
+    """Insert keys, their project links and their audit events; a few statements for any
+    number of keys."""
+    await executor.execute(_INSERT_KEYS, [_key_values(new_key.row) for new_key in new_keys])
     # The ids read back in one query: with RETURNING in the rows' order, SQLite's driver
     # would insert one row per statement.
     public_ids = [new_key.row.public_id for new_key in new_keys]
-    result = await connection.execute(_IDS_OF_KEYS, {"public_ids": public_ids})
+    result = await executor.execute(_IDS_OF_KEYS, {"public_ids": public_ids})
     id_of: dict[str, int] = {public_id: key_id for public_id, key_id in result}
-    infos = [_new_key_info(new_key.row, id_of[new_key.row.public_id]) for new_key in new_keys]
+    infos = [
+        info_of(
+            {
+                **_key_values(new_key.row),
+                "id": id_of[new_key.row.public_id],
+                "last_used_at": None,
+                "revoked_at": None,
+            },
+            new_key.row.project_ids,
+        )
+        for new_key in new_keys
+    ]
     links = [
         {"api_key_id": info.id, "project_id": project}
         for info in infos
         for project in sorted(info.project_ids or ())
     ]
     if links:
-        await connection.execute(_INSERT_LINKS, links)
-    await connection.execute(
+        await executor.execute(_INSERT_LINKS, links)
+    await executor.execute(
         _INSERT_AUDIT_EVENT,
         [
-            _audit_values(
-                action=action,
-                actor=new_key.created_by,
-                target=info,
-                origin=new_key.origin,
-                created_at=info.created_at,
-            )
+            _audit_values(new_key.audit, target_key_id=info.id)
             for new_key, info in zip(new_keys, infos, strict=True)
         ],
     )
+    completions = [
+        {
+            "record_id": new_key.idempotency.record_id,
+            "new_response": new_key.idempotency.response,
+            "new_api_key_id": info.id,
+        }
+        for new_key, info in zip(new_keys, infos, strict=True)
+        if new_key.idempotency is not None
+    ]
+    if completions:
+        await executor.execute(_COMPLETE_IDEMPOTENCY_RECORD, completions)
     return infos
 
 
@@ -262,23 +352,6 @@ def _key_values(row: NewKeyRow) -> dict[str, Any]:
     }
 
 
-def _new_key_info(row: NewKeyRow, key_id: int) -> ApiKeyInfo:
-    return ApiKeyInfo(
-        id=key_id,
-        key=row.public_id,
-        account_id=row.account_id,
-        name=row.name,
-        type=row.type,
-        role=row.role,
-        project_ids=row.project_ids,
-        secret_hint=row.secret_hint,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        last_used_at=None,
-        revoked_at=None,
-    )
-
-
 async def _project_ids(executor: Executor, api_key_id: int) -> frozenset[int]:
     result = await executor.execute(_PROJECT_IDS, {"key_id": api_key_id})
     return frozenset(result.scalars())
@@ -291,7 +364,7 @@ async def _find_credential(
     if row is None:
         return None
     project_ids = None if row.all_projects else await _project_ids(connection, row.id)
-    return StoredCredential(_info(row, project_ids), row.secret_ciphertext)
+    return StoredCredential(info_of(row._mapping, project_ids), row.secret_ciphertext)
 
 
 async def find_credential_by_public_id(
@@ -326,10 +399,10 @@ def _before(
     return or_(created_at < after[0], and_(created_at == after[0], row_id < after[1]))
 
 
-async def _project_ids_of(session: AsyncSession, key_ids: list[int]) -> dict[int, frozenset[int]]:
+async def _project_ids_of(executor: Executor, key_ids: list[int]) -> dict[int, frozenset[int]]:
     if not key_ids:
         return {}
-    result = await session.execute(
+    result = await executor.execute(
         select(ApiKeyProject.api_key_id, ApiKeyProject.project_id).where(
             ApiKeyProject.api_key_id.in_(key_ids)
         )
@@ -341,7 +414,7 @@ async def _project_ids_of(session: AsyncSession, key_ids: list[int]) -> dict[int
 
 
 async def list_keys(
-    session: AsyncSession,
+    executor: Executor,
     account_id: int,
     *,
     scope: frozenset[int] | None,
@@ -356,15 +429,15 @@ async def list_keys(
     if after is not None:
         query = query.where(_before(ApiKey.created_at, ApiKey.id, after))
     query = query.order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit)
-    rows = (await session.execute(query)).all()
-    projects = await _project_ids_of(session, [row.id for row in rows if not row.all_projects])
-    return [_info(row, projects.get(row.id, frozenset())) for row in rows]
+    rows = (await executor.execute(query)).all()
+    projects = await _project_ids_of(executor, [row.id for row in rows if not row.all_projects])
+    return [info_of(row._mapping, projects.get(row.id, frozenset())) for row in rows]
 
 
 async def get_key(
-    session: AsyncSession, account_id: int, public_id: str, *, scope: frozenset[int] | None
+    executor: Executor, account_id: int, public_id: str, *, scope: frozenset[int] | None
 ) -> ApiKeyInfo | None:
-    result = await session.execute(
+    result = await executor.execute(
         select(*_KEY_COLUMNS).where(
             ApiKey.account_id == account_id, ApiKey.public_id == public_id, _within_scope(scope)
         )
@@ -372,15 +445,18 @@ async def get_key(
     row = result.first()
     if row is None:
         return None
-    return _info(row, None if row.all_projects else await _project_ids(session, row.id))
+    return info_of(row._mapping, None if row.all_projects else await _project_ids(executor, row.id))
 
 
-async def revoke_key(session: AsyncSession, key_id: int, revoked_at: datetime) -> bool:
+async def revoke_key(executor: Executor, key_id: int, revoked_at: datetime) -> bool:
     """Set revoked_at once; False when the key was already revoked."""
-    result = await session.execute(
-        update(ApiKey)
-        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
-        .values(revoked_at=revoked_at)
+    return await update_key(executor, key_id, revoked_at=revoked_at)
+
+
+async def update_key(executor: Executor, key_id: int, **values: Any) -> bool:
+    """Change columns of a key not revoked; False when it is revoked (nothing changes)."""
+    result = await executor.execute(
+        update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(**values)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -409,6 +485,7 @@ class AuditRecord:
     action: str
     actor_key: str | None
     target_key: str
+    related_key: str | None
     role: str
     projects: list[int] | None
     client_address: str | None
@@ -416,65 +493,130 @@ class AuditRecord:
     created_at: datetime
 
 
-async def add_audit_event(
-    session: AsyncSession,
-    *,
-    action: str,
-    actor: ApiKeyInfo | None,
-    target: ApiKeyInfo,
-    origin: Origin,
-    created_at: datetime,
-) -> None:
-    await session.execute(
-        _INSERT_AUDIT_EVENT,
-        _audit_values(
-            action=action, actor=actor, target=target, origin=origin, created_at=created_at
-        ),
-    )
+async def add_audit_event(executor: Executor, audit: AuditRow) -> None:
+    await executor.execute(_INSERT_AUDIT_EVENT, _audit_values(audit, audit.target_key_id))
 
 
-def _audit_values(
-    *,
-    action: str,
-    actor: ApiKeyInfo | None,
-    target: ApiKeyInfo,
-    origin: Origin,
-    created_at: datetime,
-) -> dict[str, Any]:
+def _audit_values(audit: AuditRow, target_key_id: int | None) -> dict[str, Any]:
     return {
-        "account_id": target.account_id,
-        "action": action,
-        "actor_key_id": actor.id if actor else None,
-        "actor_key": actor.key if actor else None,
-        "target_key_id": target.id,
-        "target_key": target.key,
-        "role": target.role.value,
-        "projects": sorted(target.project_ids) if target.project_ids is not None else None,
-        "client_address": origin.client_address,
-        "request_id": origin.request_id,
-        "created_at": created_at,
+        "account_id": audit.account_id,
+        "action": audit.action,
+        "actor_key_id": audit.actor_key_id,
+        "actor_key": audit.actor_key,
+        "target_key_id": target_key_id,
+        "target_key": audit.target_key,
+        "related_key": audit.related_key,
+        "role": audit.role,
+        "projects": audit.projects,
+        "client_address": audit.client_address,
+        "request_id": audit.request_id,
+        "created_at": audit.created_at,
     }
 
 
 async def list_audit_events(
-    session: AsyncSession, account_id: int, *, after: Position | None, limit: int
+    executor: Executor, account_id: int, *, after: Position | None, limit: int
 ) -> list[AuditRecord]:
-    query = select(AuditEvent).where(AuditEvent.account_id == account_id)
+    query = select(*_AUDIT_COLUMNS).where(AuditEvent.account_id == account_id)
     if after is not None:
         query = query.where(_before(AuditEvent.created_at, AuditEvent.id, after))
     query = query.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(limit)
-    return [
-        AuditRecord(
-            id=event.id,
-            account_id=event.account_id,
-            action=event.action,
-            actor_key=event.actor_key,
-            target_key=event.target_key,
-            role=event.role,
-            projects=event.projects,
-            client_address=event.client_address,
-            request_id=event.request_id,
-            created_at=event.created_at,
+    return [AuditRecord(**row._mapping) for row in await executor.execute(query)]
+
+
+_AUDIT_COLUMNS = (
+    AuditEvent.id,
+    AuditEvent.account_id,
+    AuditEvent.action,
+    AuditEvent.actor_key,
+    AuditEvent.target_key,
+    AuditEvent.related_key,
+    AuditEvent.role,
+    AuditEvent.projects,
+    AuditEvent.client_address,
+    AuditEvent.request_id,
+    AuditEvent.created_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredIdempotency:
+    id: int
+    fingerprint: bytes
+    response: bytes | None
+    api_key_id: int | None
+    created_at: datetime
+    expires_at: datetime
+
+
+async def add_idempotency_record(
+    executor: Executor,
+    caller_key_id: int,
+    idempotency_key: str,
+    fingerprint: bytes,
+    created_at: datetime,
+    expires_at: datetime,
+) -> int:
+    """A new record, in flight (no response yet); IntegrityError if the caller already holds
+    one under this key."""
+    result = await executor.execute(
+        insert(_IDEMPOTENCY)
+        .values(
+            caller_key_id=caller_key_id,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            created_at=created_at,
+            expires_at=expires_at,
         )
-        for event in (await session.scalars(query))
-    ]
+        .returning(_IDEMPOTENCY.c.id)
+    )
+    record_id: int = result.scalar_one()
+    return record_id
+
+
+async def find_idempotency_record(
+    executor: Executor, caller_key_id: int, idempotency_key: str
+) -> StoredIdempotency | None:
+    row = (
+        await executor.execute(
+            select(
+                IdempotencyRecord.id,
+                IdempotencyRecord.fingerprint,
+                IdempotencyRecord.response,
+                IdempotencyRecord.api_key_id,
+                IdempotencyRecord.created_at,
+                IdempotencyRecord.expires_at,
+            ).where(
+                IdempotencyRecord.caller_key_id == caller_key_id,
+                IdempotencyRecord.idempotency_key == idempotency_key,
+            )
+        )
+    ).first()
+    return None if row is None else StoredIdempotency(**row._mapping)
+
+
+async def restart_idempotency_record(
+    executor: Executor, record_id: int, was_started_at: datetime, started_at: datetime
+) -> bool:
+    """Take over an abandoned record; False when another request took it first."""
+    result = await executor.execute(
+        update(IdempotencyRecord)
+        .where(
+            IdempotencyRecord.id == record_id,
+            IdempotencyRecord.created_at == was_started_at,
+            IdempotencyRecord.response.is_(None),
+        )
+        .values(created_at=started_at)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def delete_idempotency_record(executor: Executor, record_id: int) -> None:
+    await executor.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
+
+
+async def delete_expired_idempotency_records(executor: Executor, now: datetime) -> int:
+    result = await executor.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

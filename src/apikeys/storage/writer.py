@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
-from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
-
 from apikeys import metrics
-from apikeys.domain import KEY_CREATED, ApiKeyInfo
+from apikeys.domain import ApiKeyInfo
 from apikeys.storage import repository
-from apikeys.storage.database import AsyncConnection, Database
+from apikeys.storage.database import AsyncConnection, Database, deadline_of
+from apikeys.storage.faults import is_unavailable
 from apikeys.storage.repository import NewKey
+
+logger = logging.getLogger("apikeys.storage")
 
 # Enough for every client of a busy replica at once, few enough to keep one commit short.
 MAX_BATCH = 100
 # Under load, how long a batch waits for company before it starts (see KeyWriter).
 LINGER_SECONDS = 0.001
+# A batch gives up this long before its callers' deadline, so that the caller hears the
+# outcome, committed or not, before it gives up itself.
+DEADLINE_MARGIN_SECONDS = 0.05
 
 
 class UnknownAccount(Exception):
     """A new key's account does not exist."""
+
+
+class KeyRefused(Exception):
+    """The database refused a new key's values (the key alone: the others were written)."""
+
+    def __init__(self) -> None:
+        super().__init__("the database refused the key's values")
 
 
 class UnknownProjects(Exception):
@@ -35,6 +47,7 @@ class UnknownProjects(Exception):
 class _Waiting:
     key: NewKey
     created: asyncio.Future[ApiKeyInfo]
+    deadline: float  # loop time
 
 
 class KeyWriter:
@@ -61,10 +74,11 @@ class KeyWriter:
         self._last_batch_size = 0
 
     async def add(self, key: NewKey) -> ApiKeyInfo:
-        """The key as stored, once committed. Raises UnknownAccount, UnknownProjects, or the
-        database's error."""
+        """The key as stored, once committed. Raises UnknownAccount, UnknownProjects,
+        KeyRefused, or the error of a database that is unavailable."""
         created: asyncio.Future[ApiKeyInfo] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(key, created))
+        deadline = deadline_of(self._database.timeout) - DEADLINE_MARGIN_SECONDS
+        self._waiting.append(_Waiting(key, created, deadline))
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
         return await created
@@ -88,27 +102,41 @@ class KeyWriter:
                 self._last_batch_size = len(batch)
                 if batch:
                     metrics.KEY_WRITER_BATCH.observe(len(batch))
-                    await self._write(batch)
+                    await self._write_in_time(batch)
         finally:
             self._flushing = None
+
+    async def _write_in_time(self, batch: list[_Waiting]) -> None:
+        """Write the batch, or give up on it by the first of its callers' deadlines: its
+        transaction is then abandoned before its commit, unless the commit was already on
+        its way, and every caller hears so before giving up itself."""
+        try:
+            async with asyncio.timeout_at(min(waiting.deadline for waiting in batch)):
+                await self._write(batch)
+        except TimeoutError as error:
+            _fail(batch, error)
 
     async def _write(self, batch: list[_Waiting]) -> None:
         try:
             # A connection, not an ORM session: the batch runs Core statements only, and the
             # session's bookkeeping around each would cost more than the statement.
-            async with self._database.engine.begin() as connection:
+            async with self._database.writes() as connection:
                 batch = await _refuse_unknown_references(connection, batch)
                 if not batch:
                     return
-                infos = await repository.add_keys(
-                    connection, [waiting.key for waiting in batch], KEY_CREATED
-                )
+                infos = await repository.add_keys(connection, [waiting.key for waiting in batch])
         except Exception as error:
-            if len(batch) == 1 or not _about_the_data(error):
+            if is_unavailable(error):
                 _fail(batch, error)
                 return
-            # Not something a request can cause once validated; but if it happens, only the
-            # key at fault should fail, so each is tried on its own.
+            if len(batch) == 1:
+                # Whatever its class (a constraint, a value the driver cannot bind or the
+                # column cannot hold), an error that one key meets alone is that key's.
+                logger.warning("a new key was refused by the database: %s", type(error).__name__)
+                _fail(batch, KeyRefused())
+                return
+            # Validation should have stopped any such key; if one got through, it alone must
+            # fail, so each key is tried on its own.
             for waiting in batch:
                 if not waiting.created.done():
                     await self._write([waiting])
@@ -140,15 +168,6 @@ async def _refuse_unknown_references(
         else:
             accepted.append(waiting)
     return accepted
-
-
-def _about_the_data(error: Exception) -> bool:
-    """Whether the error may be one row's doing (a constraint, a value that cannot be bound),
-    rather than the database's (unreachable, timed out), which trying each key again would
-    only meet once per key."""
-    if isinstance(error, IntegrityError):
-        return True
-    return isinstance(error, StatementError) and not isinstance(error, DBAPIError)
 
 
 def _fail(batch: list[_Waiting], error: Exception) -> None:

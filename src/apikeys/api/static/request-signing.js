@@ -12,7 +12,9 @@
  *
  * The key and the secret come from the Authorize dialog. The secret's scheme is declared
  * in the OpenAPI document but listed by no operation, so Swagger UI keeps it in its auth
- * state and never sends it; it is stripped here too in case the document changes.
+ * state and never sends it; it is stripped here too in case the document changes. Its box
+ * in the dialog is drawn here (SigningSecretAuth) rather than as Swagger UI draws an API key,
+ * whose "Name: Convert-Secret, In: header" would read as if the secret were sent.
  *
  * WebCrypto exists only in secure contexts: https, or http://127.0.0.1 / http://localhost.
  */
@@ -100,10 +102,62 @@
     return request;
   }
 
+  // The Authorize dialog's box for the secret: what it is for (the scheme's description), a
+  // password field, and no "Name:" or "In:" line, since nothing is sent under any name.
+  function signingSecretAuth(React, props) {
+    var Markdown = props.getComponent("Markdown", true);
+    var value = props.authorized && props.authorized.getIn([props.name, "value"]);
+    var errors = props.errSelectors.allErrors().filter(function (error) {
+      return error.get("authId") === props.name;
+    });
+    var AuthError = props.getComponent("authError");
+    return React.createElement(
+      "div",
+      { className: "apikeys-signing-secret" },
+      React.createElement(
+        "h4", null, React.createElement("code", null, props.name), " (kept in this page)"
+      ),
+      value ? React.createElement("h6", null, "Authorized") : null,
+      React.createElement(Markdown, { source: props.schema.get("description") }),
+      React.createElement("label", { htmlFor: "request_signing_secret_value" }, "Secret:"),
+      React.createElement(
+        "div",
+        null,
+        value
+          ? React.createElement("code", null, " ****** ")
+          : React.createElement("input", {
+              id: "request_signing_secret_value",
+              type: "password",
+              autoComplete: "off",
+              onChange: function (event) {
+                props.onChange({ name: props.name, schema: props.schema, value: event.target.value });
+              },
+            })
+      ),
+      errors.valueSeq().map(function (error, index) {
+        return React.createElement(AuthError, { error: error, key: index });
+      })
+    );
+  }
+
+  function signingSecretPlugin() {
+    return {
+      wrapComponents: {
+        apiKeyAuth: function (Original, system) {
+          return function (props) {
+            if (props.name !== SECRET_SCHEME) return system.React.createElement(Original, props);
+            return signingSecretAuth(system.React, props);
+          };
+        },
+      },
+    };
+  }
+
   window.SwaggerUIBundle = new Proxy(buildUi, {
     // Reads such as SwaggerUIBundle.presets fall through to the original.
     apply: function (target, thisArg, args) {
       var options = Object.assign({}, args[0] || {});
+      options.plugins = (options.plugins || []).concat([signingSecretPlugin]);
       var given = options.requestInterceptor;
       options.requestInterceptor = async function (request) {
         if (given) request = (await given(request)) || request;
