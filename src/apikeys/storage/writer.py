@@ -58,8 +58,8 @@ class KeyWriter:
     next one takes them all, up to MAX_BATCH, in the same few statements. A key asked for
     alone is written at once; but after a batch of several, whose callers then all ask again
     at about the same moment, the next batch waits a millisecond for them rather than leave
-    with the first (on this service's benchmark, that took the mean batch from 17 keys to 31
-    and the CPU per key down by a quarter); so does a lone key that follows such a batch.
+    with the first (larger batches, less CPU per key: bench/RESULTS.md has the figures); so
+    does a lone key that follows such a batch.
     Each caller hears back only once its key is committed, and a key that cannot be written
     fails alone.
 
