@@ -84,7 +84,8 @@ IDEMPOTENT_CREATE = "POST /accounts/{id}/api-keys, one project, Idempotency-Key"
 SCENARIOS = (
     Scenario("GET /me, requestSigning key", "GET", "/me", "signature", 0.70),
     Scenario("GET /me, secretKey key", "GET", "/me", "bearer", 0.75),
-    # With a secretKey key: wrk repeats one request, and a signed POST is accepted once.
+    # The creates with a secretKey key: wrk repeats one request, and a signed POST is
+    # accepted once.
     Scenario(
         PLAIN_CREATE,
         "POST",
@@ -96,7 +97,7 @@ SCENARIOS = (
         IDEMPOTENT_CREATE,
         "POST",
         f"/accounts/{ACCOUNT_ID}/api-keys",
-        "signature",
+        "bearer",
         0.25,
         idempotency_keys=True,
     ),
