@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.live import LiveService, live_fixture  # noqa: F401  (the fixture)
+from tests.conftest import BACKENDS
+from tests.live import LiveService, database_for, live_service
 
 pytestmark = pytest.mark.full
 
@@ -24,6 +26,19 @@ CHECKS = (
 )
 # Per backend; fuzzing and stateful sequences repeat until it is spent.
 MAX_SECONDS = 45
+
+
+@pytest.fixture(name="live", scope="module", params=BACKENDS)
+def live_without_throttle(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveService]:
+    """A server whose failed-authentication throttle is off: the generated requests include
+    hundreds of refused credentials a minute, and the throttle would rightly answer the rest of
+    the run 429 (its own tests are in test_throttle.py and test_replicas.py)."""
+    directory = tmp_path_factory.mktemp("live")
+    database_url = database_for(request.param, request, directory)
+    with live_service(database_url, directory, APIKEYS_AUTH_FAILURE_LIMIT="0") as service:
+        yield service
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(
