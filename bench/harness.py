@@ -515,7 +515,7 @@ def idempotency_cost(runs: dict[str, dict[str, list[Run]]]) -> str:
 def verification_costs() -> list[str]:
     """CPU per verification in process, with the service's own SecretKeeper."""
     keeper = SecretKeeper(os.urandom(32))
-    key = security.generate_key_id()
+    key = security.generate_key()
     secret = security.generate_secret("cvrs_")
     ciphertext = keeper.encrypt(secret, key)
     message = SignedMessage(key, str(int(time.time())), "http://127.0.0.1:8000/me", b"")
@@ -554,7 +554,7 @@ def require_key_cost_us() -> float:
     verification that fills the cache is answered by an in-memory transport."""
     secret = security.generate_secret("cvsk_")
     identity = {
-        "x-apikeys-key": security.generate_key_id(),
+        "x-apikeys-key": security.generate_key(),
         "x-apikeys-account": str(ACCOUNT_ID),
         "x-apikeys-role": "edit",
         "x-apikeys-type": "secretKey",

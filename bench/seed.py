@@ -67,7 +67,7 @@ def make_probe_keys(
     probes, rows = [], []
     now = datetime.now(UTC)
     for _ in range(count):
-        key, secret = security.generate_key_id(), security.generate_secret(prefix)
+        key, secret = security.generate_key(), security.generate_secret(prefix)
         probes.append(ProbeKey(key, secret))
         rows.append(
             (
@@ -99,13 +99,15 @@ def _batches(rows: Iterator[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]
 
 def _insert_sqlite(url: str, rows: Iterator[tuple[Any, ...]]) -> None:
     engine = create_engine(url)
-    statement = insert(ApiKey.__table__)  # type: ignore[arg-type]
+    table = ApiKey.__table__
+    statement = insert(table)  # type: ignore[arg-type]
+    # Core names a column by its key, which is not always its name (public_id is `key`).
+    key_of = {column.name: column.key for column in table.columns}
+    keys = [key_of[name] for name in _COLUMNS]
     try:
         for batch in _batches(rows):
             with engine.begin() as connection:
-                connection.execute(
-                    statement, [dict(zip(_COLUMNS, row, strict=True)) for row in batch]
-                )
+                connection.execute(statement, [dict(zip(keys, row, strict=True)) for row in batch])
         with engine.begin() as connection:
             connection.execute(text("ANALYZE"))
     finally:

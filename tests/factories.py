@@ -17,7 +17,7 @@ def key_info(**changes: Any) -> ApiKeyInfo:
     """A key's metadata, a browse secretKey key of every project unless `changes` say else."""
     info = ApiKeyInfo(
         id=1,
-        key=security.generate_key_id(),
+        key=security.generate_key(),
         account_id=ACCOUNT_ID,
         name="k",
         type=KeyType.SECRET_KEY,
@@ -40,7 +40,7 @@ def creation_audit(row: NewKeyRow) -> AuditRow:
         actor_key_id=None,
         actor_key=None,
         target_key_id=None,
-        target_key=row.public_id,
+        target_key=row.key,
         related_key=None,
         role=row.role.value,
         projects=sorted(row.project_ids) if row.project_ids is not None else None,

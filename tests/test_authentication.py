@@ -15,7 +15,7 @@ from sqlalchemy import event, update
 
 from apikeys.config import Settings
 from apikeys.domain import KeyType, Role
-from apikeys.security import generate_key_id, generate_secret
+from apikeys.security import generate_key, generate_secret
 from apikeys.services import Services
 from apikeys.storage.models import ApiKey
 from tests.conftest import ACCOUNT_ID, Credential, World
@@ -49,7 +49,7 @@ def assert_refused(response: httpx.Response) -> None:
 async def set_key_columns(services: Services, key: str, **values: Any) -> None:
     """Change a stored key directly, as another replica or an operator would."""
     async with services.database.sessions() as session:
-        await session.execute(update(ApiKey).where(ApiKey.public_id == key).values(**values))
+        await session.execute(update(ApiKey).where(ApiKey.key == key).values(**values))
         await session.commit()
 
 
@@ -238,7 +238,7 @@ MANGLED: dict[str, Callable[[Keys], Awaitable[Attempt]]] = {
     ),
     "empty signature": fixed(lambda k: Attempt(with_signature(signed(k), lambda s: ""))),
     "signature of another key": fixed(
-        lambda k: Attempt(signed(k, **{"Convert-Application-ID": generate_key_id()}))
+        lambda k: Attempt(signed(k, **{"Convert-Application-ID": generate_key()}))
     ),
     "signing scheme without Signature=": fixed(
         lambda k: Attempt(signed(k, Authorization="Convert-HMAC-SHA256"))
@@ -252,7 +252,7 @@ MANGLED: dict[str, Callable[[Keys], Awaitable[Attempt]]] = {
     "Expires too old": fixed(lambda k: Attempt(expires_at(k, -(60 + 30)))),
     "Expires too far ahead": fixed(lambda k: Attempt(expires_at(k, 900 + 60 + 30))),
     "unknown key id": fixed(
-        lambda k: Attempt(signed_headers(generate_key_id(), k.signer.secret, ME_URL))
+        lambda k: Attempt(signed_headers(generate_key(), k.signer.secret, ME_URL))
     ),
     "revoked requestSigning key": lambda k: revoked(k, KeyType.REQUEST_SIGNING),
     "revoked secretKey key": lambda k: revoked(k, KeyType.SECRET_KEY),

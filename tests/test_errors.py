@@ -12,7 +12,7 @@ import pytest
 from apikeys.api.app import create_app
 from apikeys.config import Settings
 from apikeys.domain import Role
-from apikeys.security import generate_key_id, generate_secret
+from apikeys.security import generate_key, generate_secret
 from tests.conftest import ACCOUNT_ID, World, random_master_key
 from tests.signing import bearer_headers, signed_headers
 
@@ -126,7 +126,7 @@ async def test_an_unreachable_database_is_503_with_retry_after(
     bearer = await unreachable.get("/me", headers=bearer_headers(generate_secret("cvsk_")))
     signed = await unreachable.get(
         "/me",
-        headers=signed_headers(generate_key_id(), generate_secret("cvrs_"), "http://testserver/me"),
+        headers=signed_headers(generate_key(), generate_secret("cvrs_"), "http://testserver/me"),
     )
     ready = await unreachable.get("/readyz")
     alive = await unreachable.get("/healthz")

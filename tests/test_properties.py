@@ -37,10 +37,10 @@ from tests.conftest import ACCOUNT_ID, PROJECTS, random_master_key
 # The regular expressions the parser once used, kept here only as the definition of what it
 # must accept. Inputs stay short, so their backtracking costs nothing in a test.
 SIGNATURE_SHAPE = re.compile(r"\s*Signature\s*=\s*([0-9A-Fa-f]{64})\s*;?\s*", re.IGNORECASE)
-KEY_ID_SHAPE = re.compile(r"[A-Za-z0-9_\-]{16,64}")
+KEY_SHAPE = re.compile(r"[A-Za-z0-9_\-]{16,64}")
 EXPIRES_SHAPE = re.compile(r"\d{1,12}")
 
-KEY_ID = "k" * 24
+KEY = "k" * 24
 EXPIRES = "1900000000"
 SIGNATURE = "0123456789abcdef" * 4
 CREDENTIAL_HEADERS = (b"authorization", b"convert-authorization", b"convert-application-id")
@@ -61,10 +61,10 @@ def parse(headers: dict[bytes, bytes]) -> Any:
     )
 
 
-def signing_headers(parameters: str, key_id: str = KEY_ID, expires: str = EXPIRES) -> Any:
+def signing_headers(parameters: str, key: str = KEY, expires: str = EXPIRES) -> Any:
     return {
         b"authorization": ("Convert-HMAC-SHA256 " + parameters).encode("latin-1"),
-        b"convert-application-id": key_id.encode("latin-1"),
+        b"convert-application-id": key.encode("latin-1"),
         b"expires": expires.encode("latin-1"),
     }
 
@@ -116,14 +116,14 @@ def test_the_signature_parameter_is_accepted_exactly_in_its_documented_shape(
 
 @PROPERTY_SETTINGS
 @given(latin1 | st.text("abcXYZ019_-", max_size=70))
-def test_a_key_id_is_accepted_exactly_in_its_documented_shape(key_id: str) -> None:
+def test_a_key_is_accepted_exactly_in_its_documented_shape(key: str) -> None:
     try:
-        parse(signing_headers("Signature=" + SIGNATURE, key_id=key_id))
+        parse(signing_headers("Signature=" + SIGNATURE, key=key))
     except Unauthenticated as error:
-        assert not KEY_ID_SHAPE.fullmatch(key_id)
+        assert not KEY_SHAPE.fullmatch(key)
         assert error.detail == "Missing or malformed Convert-Application-ID header"
         return
-    assert KEY_ID_SHAPE.fullmatch(key_id)
+    assert KEY_SHAPE.fullmatch(key)
 
 
 @PROPERTY_SETTINGS

@@ -53,7 +53,7 @@ async def _add_key(database: Database, key: str, role: str) -> None:
 async def _roles(database: Database) -> dict[str, str]:
     async with database.reads() as connection:
         rows = await connection.execute(text("SELECT public_id, role FROM api_keys"))
-        return {public_id: role for public_id, role in rows}
+        return {key: role for key, role in rows}
 
 
 async def _migrate(database: Database, revision: str, down: bool = False) -> None:

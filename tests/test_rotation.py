@@ -42,7 +42,7 @@ async def expire_now(world: World, key: str) -> None:
     async with world.services.database.transaction() as session:
         await session.execute(
             update(ApiKey)
-            .where(ApiKey.public_id == key)
+            .where(ApiKey.key == key)
             .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
         )
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from apikeys.security import (
     SecretKeeper,
     base62_checksum,
-    generate_key_id,
+    generate_key,
     generate_secret,
     has_valid_checksum,
 )
@@ -63,7 +63,7 @@ def test_secret_is_prefix_43_random_base62_and_its_checksum(prefix: str) -> None
 
 def test_secrets_and_key_ids_do_not_repeat() -> None:
     assert len({generate_secret("cvsk_") for _ in range(200)}) == 200
-    ids = {generate_key_id() for _ in range(200)}
+    ids = {generate_key() for _ in range(200)}
     assert len(ids) == 200
     assert all(re.fullmatch(r"[A-Za-z0-9_\-]{16,64}", key_id) for key_id in ids)
 

@@ -99,12 +99,10 @@ async def test_a_ciphertext_moved_to_another_key_does_not_authenticate_it(world:
     target = await world.mint(type=KeyType.REQUEST_SIGNING)
     async with world.services.database.sessions() as session:
         ciphertext = await session.scalar(
-            select(ApiKey.secret_ciphertext).where(ApiKey.public_id == donor.key)
+            select(ApiKey.secret_ciphertext).where(ApiKey.key == donor.key)
         )
         await session.execute(
-            update(ApiKey)
-            .where(ApiKey.public_id == target.key)
-            .values(secret_ciphertext=ciphertext)
+            update(ApiKey).where(ApiKey.key == target.key).values(secret_ciphertext=ciphertext)
         )
         await session.commit()
     target_signed_with_donor_secret = type(target)(target.key, donor.secret, target.type, {})

@@ -30,16 +30,15 @@ KEY_PATH = f"/accounts/{ACCOUNT_ID}/api-keys"
 def new_key(
     account_id: int = ACCOUNT_ID, projects: frozenset[int] | None = None, name: str = "k"
 ) -> NewKey:
-    public_id = security.generate_key_id()
     return new_key_of(
         NewKeyRow(
-            public_id=public_id,
+            key=security.generate_key(),
             account_id=account_id,
             name=name,
             type=KeyType.SECRET_KEY,
             role=Role.BROWSE,
             project_ids=projects,
-            secret_digest=security.generate_key_id().encode().ljust(32, b"x"),
+            secret_digest=security.generate_key().encode().ljust(32, b"x"),
             secret_ciphertext=None,
             secret_hint="…abcd",
             created_by_id=None,
@@ -77,7 +76,7 @@ async def test_keys_asked_for_together_share_transactions_and_all_arrive(
     stored = await asyncio.gather(*(writer.add(key) for key in wanted))
 
     assert [info.name for info in stored] == [key.row.name for key in wanted]
-    assert [info.key for info in stored] == [key.row.public_id for key in wanted]
+    assert [info.key for info in stored] == [key.row.key for key in wanted]
     assert len({info.id for info in stored}) == 30
     assert all(info.project_ids == frozenset({1, 2}) for info in stored)
     # Thirty keys, not thirty transactions: all were asked for before the first one began.
@@ -160,7 +159,7 @@ async def test_a_key_the_database_refuses_fails_alone_and_its_error_hides_the_va
     ]  # fmt: skip
     assert isinstance(outcomes[1], KeyRefused)
     assert isinstance(outcomes[2], KeyRefused)
-    assert first.row.public_id not in str(outcomes[1])
+    assert first.row.key not in str(outcomes[1])
     assert first.row.secret_digest.hex() not in str(outcomes[1])
     assert await count(world, ApiKey) == 2
 

@@ -32,7 +32,7 @@ DEFAULT_LIFETIME_SECONDS = 300
 
 def signature_headers(key: str, secret: str, url: str, body: bytes, expires: int) -> dict[str, str]:
     """The three headers that sign a request to `url` (absolute, with any query) with `body`."""
-    message = SignedMessage(key_id=key, expires=str(expires), url=url, body=body)
+    message = SignedMessage(key=key, expires=str(expires), url=url, body=body)
     return {
         "Convert-Application-ID": key,
         "Expires": str(expires),

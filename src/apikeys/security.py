@@ -26,7 +26,7 @@ _BASE62_PAIRS = tuple(high + low for high in BASE62_ALPHABET for low in BASE62_A
 SECRET_RANDOM_LENGTH = 43
 CHECKSUM_LENGTH = 6
 # 24 base62 characters: 142 bits, well above the 96 the public identifier needs.
-KEY_ID_LENGTH = 24
+KEY_LENGTH = 24
 NONCE_LENGTH = 12
 
 
@@ -79,8 +79,8 @@ def has_valid_checksum(secret: str, prefix: str) -> bool:
     )
 
 
-def generate_key_id() -> str:
-    return random_base62(KEY_ID_LENGTH)
+def generate_key() -> str:
+    return random_base62(KEY_LENGTH)
 
 
 def secret_hint(secret: str) -> str:
@@ -115,33 +115,31 @@ class SecretKeeper:
         mac.update(secret.encode())
         return mac.finalize()
 
-    def encrypt(self, secret: str, key_id: str) -> bytes:
-        """AES-256-GCM with the public key id as associated data.
+    def encrypt(self, secret: str, key: str) -> bytes:
+        """AES-256-GCM with the key (its public identifier) as associated data.
 
-        Binding the ciphertext to its key id means a row's ciphertext copied onto
+        Binding the ciphertext to its key means a row's ciphertext copied onto
         another key fails to decrypt instead of lending that key its secret.
         """
         nonce = secrets.token_bytes(NONCE_LENGTH)
-        return nonce + self._aead.encrypt(nonce, secret.encode(), key_id.encode())
+        return nonce + self._aead.encrypt(nonce, secret.encode(), key.encode())
 
-    def decrypt(self, ciphertext: bytes, key_id: str) -> bytes:
+    def decrypt(self, ciphertext: bytes, key: str) -> bytes:
         nonce, sealed = ciphertext[:NONCE_LENGTH], ciphertext[NONCE_LENGTH:]
-        return self._aead.decrypt(nonce, sealed, key_id.encode())
+        return self._aead.decrypt(nonce, sealed, key.encode())
 
 
 @dataclass(frozen=True, slots=True)
 class SignedMessage:
     """What a requestSigning client signs: key, Expires as sent, absolute URL and raw body."""
 
-    key_id: str
+    key: str
     expires: str
     url: str
     body: bytes
 
     def to_bytes(self) -> bytes:
-        return b"\n".join(
-            (self.key_id.encode(), self.expires.encode(), self.url.encode(), self.body)
-        )
+        return b"\n".join((self.key.encode(), self.expires.encode(), self.url.encode(), self.body))
 
 
 def sign(secret: bytes, message: SignedMessage) -> str:

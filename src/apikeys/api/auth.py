@@ -32,8 +32,8 @@ _CREDENTIAL_HEADERS = {
 }
 _SIGNATURE_LENGTH = 64
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
-_KEY_ID_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-_KEY_ID_LENGTHS = range(16, 65)
+_KEY_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_KEY_LENGTHS = range(16, 65)
 _DECIMAL_DIGITS = frozenset("0123456789")
 _EXPIRES_LENGTHS = range(1, 13)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -85,8 +85,8 @@ def _signature_parameter(parameters: str) -> str | None:
     return value
 
 
-def _is_key_id(value: str) -> bool:
-    return len(value) in _KEY_ID_LENGTHS and _KEY_ID_CHARACTERS.issuperset(value)
+def _is_key(value: str) -> bool:
+    return len(value) in _KEY_LENGTHS and _KEY_CHARACTERS.issuperset(value)
 
 
 def _is_expires(value: str) -> bool:
@@ -114,7 +114,7 @@ async def read_credentials(
         return BearerCredentials(secret)
     if scheme == "convert-hmac-sha256":
         signature = _signature_parameter(parameters)
-        key_id = header(headers, b"convert-application-id")
+        key = header(headers, b"convert-application-id")
         expires = header(headers, b"expires")
         if signature is None:
             raise Unauthenticated(
@@ -122,14 +122,14 @@ async def read_credentials(
                 "'Convert-HMAC-SHA256 Signature=<64 hex digits>'",
                 "malformed",
             )
-        if not _is_key_id(key_id):
+        if not _is_key(key):
             raise Unauthenticated("Missing or malformed Convert-Application-ID header", "malformed")
         if not _is_expires(expires):
             raise Unauthenticated(
                 "Missing or malformed Expires header: expected UNIX seconds", "malformed"
             )
         message = SignedMessage(
-            key_id=key_id,
+            key=key,
             expires=expires,
             url=url,
             body=await read_body() if has_body(headers) else b"",

@@ -77,15 +77,15 @@ async def list_account_keys(
             return found
 
 
-async def revoke_account_key(session: AsyncSession, account_id: int, public_id: str) -> ApiKeyInfo:
+async def revoke_account_key(session: AsyncSession, account_id: int, key: str) -> ApiKeyInfo:
     """Revoke any key of the account, owner keys too, for good; the audit event names no acting
     key. Revoking a revoked key changes nothing. Returns the key as it now stands.
 
     Other processes refuse the key once their key cache lets go of it (APIKEYS_AUTH_CACHE_TTL).
     """
-    target = await repository.get_key(session, account_id, public_id, scope=None)
+    target = await repository.get_key(session, account_id, key, scope=None)
     if target is None:
-        raise NotFound(f"API key {public_id} was not found in account {account_id}")
+        raise NotFound(f"API key {key} was not found in account {account_id}")
     now = datetime.now(UTC)
     if await repository.revoke_key(session, target.id, now):
         await repository.add_audit_event(
@@ -105,7 +105,7 @@ async def revoke_account_key(session: AsyncSession, account_id: int, public_id: 
                 created_at=now,
             ),
         )
-    revoked = await repository.get_key(session, account_id, public_id, scope=None)
+    revoked = await repository.get_key(session, account_id, key, scope=None)
     assert revoked is not None
     return revoked
 

@@ -87,12 +87,12 @@ class CredentialCache:
         # Shielded: a waiter that goes away must not cancel the query the others wait on.
         return await asyncio.shield(task)
 
-    def forget(self, public_id: str) -> None:
+    def forget(self, key: str) -> None:
         # Queries in flight may have read the key before the change: later requests must not
         # wait on them, and their answers must not be kept.
         self._generation += 1
         self._loading.clear()
-        for lookup in self._lookups_of.pop(public_id, ()):
+        for lookup in self._lookups_of.pop(key, ()):
             self._entries.pop(lookup, None)
 
     def _loaded(
@@ -155,8 +155,8 @@ class Authenticator:
         self._skew = clock_skew
         self._clock = clock
         self._cache = CredentialCache(cache_ttl, CACHE_MAX_KEYS)
-        decoy_id = security.generate_key_id()
-        self._decoy = (decoy_id, keeper.encrypt(security.generate_secret("decoy_"), decoy_id))
+        decoy = security.generate_key()
+        self._decoy = (decoy, keeper.encrypt(security.generate_secret("decoy_"), decoy))
 
     async def authenticate(self, credentials: Credentials, *, method: str) -> ApiKeyInfo:
         """The calling key of a request made with `method`, or Unauthenticated."""
@@ -174,9 +174,9 @@ class Authenticator:
         self._usage.record(key, now)
         return key
 
-    def forget(self, public_id: str) -> None:
+    def forget(self, key: str) -> None:
         """Stop trusting what is cached about a key, e.g. once it is revoked."""
-        self._cache.forget(public_id)
+        self._cache.forget(key)
 
     async def close(self) -> None:
         await self._usage.drain()
@@ -192,9 +192,9 @@ class Authenticator:
             return None
         return await self._find_by_digest(digest)
 
-    async def _find_by_public_id(self, public_id: str) -> StoredCredential | None:
+    async def _find_by_key(self, key: str) -> StoredCredential | None:
         async with self._database.reads() as connection:
-            return await repository.find_credential_by_public_id(connection, public_id)
+            return await repository.find_credential_by_key(connection, key)
 
     async def _verify_bearer(self, credentials: BearerCredentials) -> ApiKeyInfo:
         digest = self._keeper.digest(credentials.secret)
@@ -215,14 +215,14 @@ class Authenticator:
                 f"server's clock ({int(now)}); check the client's clock",
                 "signature_window",
             )
-        key_id = message.key_id
-        stored = await self._cache.get(("key", key_id), lambda: self._find_by_public_id(key_id))
+        key = message.key
+        stored = await self._cache.get(("key", key), lambda: self._find_by_key(key))
         # An unknown key, or one of the other type, is checked against a decoy so that it
         # costs the same decryption and HMAC as a real one.
         known = stored is not None and stored.secret_ciphertext is not None
         aad, ciphertext = self._decoy
         if stored is not None and stored.secret_ciphertext is not None:
-            aad, ciphertext = key_id, stored.secret_ciphertext
+            aad, ciphertext = key, stored.secret_ciphertext
         try:
             secret = self._keeper.decrypt(ciphertext, aad)
         except InvalidTag:

@@ -412,20 +412,20 @@ class KeyService:
     ) -> tuple[NewKey, str]:
         """The rows of a new key, its creation's audit event and, for a claimed idempotency
         record, the answer to keep; and the key's secret."""
-        public_id = security.generate_key_id()
+        key = security.generate_key()
         secret = security.generate_secret(self._prefixes.for_type(request.type))
         signing = request.type is KeyType.REQUEST_SIGNING
         now = datetime.now(UTC)
         project_ids = request.project_ids or None
         row = NewKeyRow(
-            public_id=public_id,
+            key=key,
             account_id=account_id,
             name=request.name,
             type=request.type,
             role=request.role,
             project_ids=project_ids,
             secret_digest=self._keeper.digest(secret),
-            secret_ciphertext=self._keeper.encrypt(secret, public_id) if signing else None,
+            secret_ciphertext=self._keeper.encrypt(secret, key) if signing else None,
             secret_hint=security.secret_hint(secret),
             created_by_id=created_by.id if created_by else None,
             created_at=now,
@@ -435,7 +435,7 @@ class KeyService:
             KEY_CREATED,
             actor=created_by,
             target_id=None,
-            target_key=public_id,
+            target_key=key,
             account_id=account_id,
             role=request.role,
             project_ids=project_ids,
@@ -478,7 +478,7 @@ def _kept(row: NewKeyRow, secret: str, rolled_from: str | None) -> dict[str, Any
     """The answer an idempotency record keeps (encrypted: it holds the secret), as a new key
     is before any use."""
     return {
-        "key": row.public_id,
+        "key": row.key,
         "account_id": row.account_id,
         "name": row.name,
         "type": row.type.value,
@@ -492,9 +492,9 @@ def _kept(row: NewKeyRow, secret: str, rolled_from: str | None) -> dict[str, Any
     }
 
 
-def _replayed(kept: dict[str, Any], key_id: int) -> IssuedKey:
+def _replayed(kept: dict[str, Any], row_id: int) -> IssuedKey:
     info = ApiKeyInfo(
-        id=key_id,
+        id=row_id,
         key=kept["key"],
         account_id=kept["account_id"],
         name=kept["name"],

@@ -41,16 +41,16 @@ class UsageRecorder:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _write(self, key_id: int, now: float) -> None:
+    async def _write(self, row_id: int, now: float) -> None:
         try:
             async with self._database.transaction() as session:
                 await repository.touch_last_used(
-                    session, key_id, datetime.fromtimestamp(now, UTC), self._every
+                    session, row_id, datetime.fromtimestamp(now, UTC), self._every
                 )
         except Exception as error:
             # Best effort: a lost write only leaves last_used_at older than it could be.
             logger.warning("could not record a key's last use: %s", type(error).__name__)
-            self._written.pop(key_id, None)
+            self._written.pop(row_id, None)
 
     async def drain(self) -> None:
         """Wait for writes in flight, at shutdown."""

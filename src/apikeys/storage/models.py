@@ -92,7 +92,9 @@ class ApiKey(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    public_id: Mapped[str] = mapped_column(String(64), unique=True)
+    # The key's public identifier. Its column keeps the first release's name: renaming it
+    # would stop replicas of the previous release during a rolling upgrade.
+    key: Mapped[str] = mapped_column("public_id", String(64), key="key", unique=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     name: Mapped[str] = mapped_column(String(100))
     type: Mapped[str] = mapped_column(String(16))
@@ -100,7 +102,7 @@ class ApiKey(Base):
     all_projects: Mapped[bool] = mapped_column(Boolean)
     # HMAC-SHA256(digest key, secret): the Bearer lookup is one query on this unique index.
     secret_digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
-    # nonce || AES-256-GCM(secret), associated data = public_id; signing keys only.
+    # nonce || AES-256-GCM(secret), associated data = key; signing keys only.
     secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
     secret_hint: Mapped[str] = mapped_column(String(8))
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))

@@ -51,7 +51,7 @@ class StoredCredential:
 
 @dataclass(frozen=True, slots=True)
 class NewKeyRow:
-    public_id: str
+    key: str
     account_id: int
     name: str
     type: KeyType
@@ -67,7 +67,7 @@ class NewKeyRow:
 
 _KEY_COLUMNS = (
     ApiKey.id,
-    ApiKey.public_id,
+    ApiKey.key.label("key"),
     ApiKey.account_id,
     ApiKey.name,
     ApiKey.type,
@@ -106,14 +106,14 @@ _PROJECTS_OF_ACCOUNTS = (
 _ACCOUNT_OF_PROJECT = select(Project.account_id).where(Project.id == bindparam("project_id"))
 
 # A cache miss on authentication: one indexed lookup, plus the projects of a limited key.
-_CREDENTIAL_BY_PUBLIC_ID = _credential_by(ApiKey.public_id)
+_CREDENTIAL_BY_KEY = _credential_by(ApiKey.key)
 _CREDENTIAL_BY_DIGEST = _credential_by(ApiKey.secret_digest)
 _PROJECT_IDS = select(ApiKeyProject.project_id).where(
-    ApiKeyProject.api_key_id == bindparam("key_id")
+    ApiKeyProject.api_key_id == bindparam("row_id")
 )
 _INSERT_KEYS = insert(_table(ApiKey))
-_IDS_OF_KEYS = select(ApiKey.public_id, ApiKey.id).where(
-    ApiKey.public_id.in_(bindparam("public_ids", expanding=True))
+_IDS_OF_KEYS = select(ApiKey.key, ApiKey.id).where(
+    ApiKey.key.in_(bindparam("keys", expanding=True))
 )
 _INSERT_LINKS = insert(_table(ApiKeyProject))
 _INSERT_AUDIT_EVENT = insert(_table(AuditEvent))
@@ -130,7 +130,7 @@ def info_of(columns: Mapping[Any, Any], project_ids: frozenset[int] | None) -> A
     to its metadata; `project_ids` is ignored for an all-projects key."""
     return ApiKeyInfo(
         id=columns["id"],
-        key=columns["public_id"],
+        key=columns["key"],
         account_id=columns["account_id"],
         name=columns["name"],
         type=KeyType(columns["type"]),
@@ -292,14 +292,14 @@ async def add_keys(executor: Executor, new_keys: Sequence[NewKey]) -> list[ApiKe
     await executor.execute(_INSERT_KEYS, [_key_values(new_key.row) for new_key in new_keys])
     # The ids read back in one query: with RETURNING in the rows' order, SQLite's driver
     # would insert one row per statement.
-    public_ids = [new_key.row.public_id for new_key in new_keys]
-    result = await executor.execute(_IDS_OF_KEYS, {"public_ids": public_ids})
-    id_of: dict[str, int] = {public_id: key_id for public_id, key_id in result}
+    keys = [new_key.row.key for new_key in new_keys]
+    result = await executor.execute(_IDS_OF_KEYS, {"keys": keys})
+    id_of: dict[str, int] = {key: row_id for key, row_id in result}
     infos = [
         info_of(
             {
                 **_key_values(new_key.row),
-                "id": id_of[new_key.row.public_id],
+                "id": id_of[new_key.row.key],
                 "last_used_at": None,
                 "revoked_at": None,
             },
@@ -337,7 +337,7 @@ async def add_keys(executor: Executor, new_keys: Sequence[NewKey]) -> list[ApiKe
 
 def _key_values(row: NewKeyRow) -> dict[str, Any]:
     return {
-        "public_id": row.public_id,
+        "key": row.key,
         "account_id": row.account_id,
         "name": row.name,
         "type": row.type.value,
@@ -352,8 +352,8 @@ def _key_values(row: NewKeyRow) -> dict[str, Any]:
     }
 
 
-async def _project_ids(executor: Executor, api_key_id: int) -> frozenset[int]:
-    result = await executor.execute(_PROJECT_IDS, {"key_id": api_key_id})
+async def _project_ids(executor: Executor, row_id: int) -> frozenset[int]:
+    result = await executor.execute(_PROJECT_IDS, {"row_id": row_id})
     return frozenset(result.scalars())
 
 
@@ -367,10 +367,8 @@ async def _find_credential(
     return StoredCredential(info_of(row._mapping, project_ids), row.secret_ciphertext)
 
 
-async def find_credential_by_public_id(
-    connection: AsyncConnection, public_id: str
-) -> StoredCredential | None:
-    return await _find_credential(connection, _CREDENTIAL_BY_PUBLIC_ID, public_id)
+async def find_credential_by_key(connection: AsyncConnection, key: str) -> StoredCredential | None:
+    return await _find_credential(connection, _CREDENTIAL_BY_KEY, key)
 
 
 async def find_credential_by_digest(
@@ -399,18 +397,18 @@ def _before(
     return or_(created_at < after[0], and_(created_at == after[0], row_id < after[1]))
 
 
-async def _project_ids_of(executor: Executor, key_ids: list[int]) -> dict[int, frozenset[int]]:
-    if not key_ids:
+async def _project_ids_of(executor: Executor, row_ids: list[int]) -> dict[int, frozenset[int]]:
+    if not row_ids:
         return {}
     result = await executor.execute(
         select(ApiKeyProject.api_key_id, ApiKeyProject.project_id).where(
-            ApiKeyProject.api_key_id.in_(key_ids)
+            ApiKeyProject.api_key_id.in_(row_ids)
         )
     )
     grouped: dict[int, set[int]] = {}
-    for key_id, project_id in result:
-        grouped.setdefault(key_id, set()).add(project_id)
-    return {key_id: frozenset(projects) for key_id, projects in grouped.items()}
+    for row_id, project_id in result:
+        grouped.setdefault(row_id, set()).add(project_id)
+    return {row_id: frozenset(projects) for row_id, projects in grouped.items()}
 
 
 async def list_keys(
@@ -435,11 +433,11 @@ async def list_keys(
 
 
 async def get_key(
-    executor: Executor, account_id: int, public_id: str, *, scope: frozenset[int] | None
+    executor: Executor, account_id: int, key: str, *, scope: frozenset[int] | None
 ) -> ApiKeyInfo | None:
     result = await executor.execute(
         select(*_KEY_COLUMNS).where(
-            ApiKey.account_id == account_id, ApiKey.public_id == public_id, _within_scope(scope)
+            ApiKey.account_id == account_id, ApiKey.key == key, _within_scope(scope)
         )
     )
     row = result.first()
@@ -448,27 +446,27 @@ async def get_key(
     return info_of(row._mapping, None if row.all_projects else await _project_ids(executor, row.id))
 
 
-async def revoke_key(executor: Executor, key_id: int, revoked_at: datetime) -> bool:
+async def revoke_key(executor: Executor, row_id: int, revoked_at: datetime) -> bool:
     """Set revoked_at once; False when the key was already revoked."""
-    return await update_key(executor, key_id, revoked_at=revoked_at)
+    return await update_key(executor, row_id, revoked_at=revoked_at)
 
 
-async def update_key(executor: Executor, key_id: int, **values: Any) -> bool:
+async def update_key(executor: Executor, row_id: int, **values: Any) -> bool:
     """Change columns of a key not revoked; False when it is revoked (nothing changes)."""
     result = await executor.execute(
-        update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(**values)
+        update(ApiKey).where(ApiKey.id == row_id, ApiKey.revoked_at.is_(None)).values(**values)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def touch_last_used(
-    session: AsyncSession, key_id: int, used_at: datetime, every: float
+    session: AsyncSession, row_id: int, used_at: datetime, every: float
 ) -> None:
     """Record a use unless one within `every` seconds is already recorded."""
     await session.execute(
         update(ApiKey)
         .where(
-            ApiKey.id == key_id,
+            ApiKey.id == row_id,
             or_(
                 ApiKey.last_used_at.is_(None),
                 ApiKey.last_used_at < used_at - timedelta(seconds=every),
