@@ -485,9 +485,10 @@ def comparison_table(backend: str, runs: dict[str, dict[str, list[Run]]]) -> lis
         target = scenario.target
         if backend == "postgresql" and scenario.method == "POST":
             target = min(target, POSTGRES_CREATE_TARGET)
-        rps_ratio = _median(service, "rps") / _median(baseline, "rps")
-        cpu_ratio = _median(service, "per_cpu_s") / _median(baseline, "per_cpu_s")
-        p99_ratio = _median(service, "p99_ms") / _median(baseline, "p99_ms")
+        # Rounded as printed, so that each verdict follows from the figure beside it.
+        rps_ratio = round(_median(service, "rps") / _median(baseline, "rps"), 2)
+        cpu_ratio = round(_median(service, "per_cpu_s") / _median(baseline, "per_cpu_s"), 2)
+        p99_ratio = round(_median(service, "p99_ms") / _median(baseline, "p99_ms"), 2)
         lines.append(
             f"| {scenario.name} | {_median(service, 'rps'):.0f} | {_median(baseline, 'rps'):.0f} "
             f"| {rps_ratio:.2f} | {_median(service, 'per_cpu_s'):.0f} / "
