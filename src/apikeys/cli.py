@@ -37,6 +37,7 @@ from apikeys.server import SERVER_OPTIONS
 from apikeys.service import accounts, keys
 from apikeys.services import Services, build_services
 from apikeys.storage.database import AsyncSession
+from apikeys.storage.faults import error_name
 from apikeys.storage.migrations import DatabaseUnavailable, upgrade_to_head, wait_for_database
 
 DEMO_ACCOUNT_ID = 1
@@ -623,7 +624,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"apikeys: {error}")
     except (OperationalError, InterfaceError, OSError) as error:
         # The class names the failure; the driver's text can hold the URL or SQL.
-        sys.exit(f"apikeys: the database did not answer ({type(error).__name__}); is it running?")
+        sys.exit(f"apikeys: the database did not answer ({error_name(error)}); is it running?")
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors()

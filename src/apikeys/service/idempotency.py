@@ -26,6 +26,7 @@ from apikeys.errors import Conflict, FieldError, InvalidInput
 from apikeys.security import SecretKeeper
 from apikeys.storage import repository
 from apikeys.storage.database import Database
+from apikeys.storage.faults import error_name
 from apikeys.storage.repository import IdempotencyCompletion
 
 logger = logging.getLogger("apikeys.idempotency")
@@ -112,9 +113,7 @@ class Idempotency:
                 await self.erase_expired()
             except Exception as error:
                 # Tried again next time; a record past its window is never replayed anyway.
-                logger.warning(
-                    "could not erase expired idempotency records: %s", type(error).__name__
-                )
+                logger.warning("could not erase expired idempotency records: %s", error_name(error))
 
     async def _claim(
         self, caller: ApiKeyInfo, request: IdempotentRequest
@@ -166,7 +165,7 @@ class Idempotency:
                 await repository.delete_idempotency_record(session, record_id)
         except Exception as error:
             # Left in flight, the record is taken over once abandoned (ABANDONED_AFTER).
-            logger.warning("could not release an idempotency record: %s", type(error).__name__)
+            logger.warning("could not release an idempotency record: %s", error_name(error))
 
 
 def _associated_data(record_id: int) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from apikeys.errors import ServiceUnavailable, TooManyRequests
-from apikeys.storage.faults import is_unavailable
+from apikeys.storage.faults import error_name, is_unavailable
 
 logger = logging.getLogger("apikeys.errors")
 
@@ -144,6 +144,6 @@ class FailureThrottle:
                 if not (is_unavailable(error) or isinstance(error, ServiceUnavailable)):
                     logger.exception("reloading the blocked addresses failed")
                 else:
-                    logger.warning("reloading the blocked addresses: %s", type(error).__name__)
+                    logger.warning("reloading the blocked addresses: %s", error_name(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._refresh_seconds)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from apikeys.domain import ApiKeyInfo
 from apikeys.storage import repository
 from apikeys.storage.database import Database
+from apikeys.storage.faults import error_name
 
 logger = logging.getLogger("apikeys.usage")
 
@@ -49,7 +50,7 @@ class UsageRecorder:
                 )
         except Exception as error:
             # Best effort: a lost write only leaves last_used_at older than it could be.
-            logger.warning("could not record a key's last use: %s", type(error).__name__)
+            logger.warning("could not record a key's last use: %s", error_name(error))
             self._written.pop(row_id, None)
 
     async def drain(self) -> None:

@@ -4,6 +4,7 @@ made fail: the first is a 503 for everyone until it returns, the second that req
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -89,6 +90,8 @@ def is_read_only(error: BaseException) -> bool:
 def error_name(error: BaseException) -> str:
     """The class name of the driver's own error under any wrapping (CannotConnectNowError
     rather than DBAPIError): for logs, which must not carry the error's text (it can hold
-    SQL or the URL)."""
-    *_, innermost = _causes(error)
+    SQL or the URL). A timeout names itself, not the cancellation it was raised from."""
+    *_, innermost = (
+        cause for cause in _causes(error) if not isinstance(cause, asyncio.CancelledError)
+    )
     return type(innermost).__name__

@@ -10,7 +10,7 @@ from apikeys import metrics
 from apikeys.domain import ApiKeyInfo
 from apikeys.storage import repository
 from apikeys.storage.database import AsyncConnection, Database, deadline_of
-from apikeys.storage.faults import is_unavailable
+from apikeys.storage.faults import error_name, is_unavailable
 from apikeys.storage.repository import NewKey
 
 logger = logging.getLogger("apikeys.storage")
@@ -132,7 +132,7 @@ class KeyWriter:
             if len(batch) == 1:
                 # Whatever its class (a constraint, a value the driver cannot bind or the
                 # column cannot hold), an error that one key meets alone is that key's.
-                logger.warning("a new key was refused by the database: %s", type(error).__name__)
+                logger.warning("a new key was refused by the database: %s", error_name(error))
                 _fail(batch, KeyRefused())
                 return
             # Validation should have stopped any such key; if one got through, it alone must
