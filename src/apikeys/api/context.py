@@ -78,6 +78,8 @@ class ClientAddresses:
         forwarded = b",".join(
             value for name, value in scope["headers"] if name == b"x-forwarded-for"
         )
+        if not forwarded:
+            return peer
         address = peer
         for entry in reversed(forwarded.decode("latin-1").split(",")):
             hop = _address(entry.strip())
