@@ -56,6 +56,14 @@ class Server:
     def logs(self) -> str:
         return self.log_path.read_text()
 
+    def logs_once(self, fragment: str, within: float = 5.0) -> str:
+        """The logs once they hold `fragment`, or as they are after `within` seconds: a line
+        about a request can be written just after its client saw the answer."""
+        deadline = time.monotonic() + within
+        while fragment not in (logs := self.logs()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return logs
+
 
 def start(env: dict[str, str], log_path: Path, *extra_args: str) -> Server:
     """Start `apikeys serve` on a free loopback port; call wait_ready before using it."""
