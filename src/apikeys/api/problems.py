@@ -171,7 +171,8 @@ def _parse_failure_text(error: BaseException) -> str | None:
         return "not UTF-8 text"
     if isinstance(error, ValueError) and "digits" in str(error):
         return (
-            f"holds an integer of more than {sys.get_int_max_str_digits():,} digits; ids are "
+            f"not parsable: it holds an integer of more than {sys.get_int_max_str_digits():,} "
+            "digits; ids are "
             "integers from 1 to 2,147,483,647"
         )
     return None
