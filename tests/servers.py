@@ -56,7 +56,7 @@ class Server:
     def logs(self) -> str:
         return self.log_path.read_text()
 
-    def logs_once(self, fragment: str, within: float = 5.0) -> str:
+    def logs_containing(self, fragment: str, within: float = 5.0) -> str:
         """The logs once they hold `fragment`, or as they are after `within` seconds: a line
         about a request can be written just after its client saw the answer."""
         deadline = time.monotonic() + within

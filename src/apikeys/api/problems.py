@@ -18,6 +18,7 @@ from starlette.types import Scope
 
 from apikeys.api.context import context_of
 from apikeys.api.responses import JsonResponse
+from apikeys.domain import MAX_ID
 from apikeys.errors import ApiError, FieldError, InvalidInput, ServiceUnavailable
 from apikeys.storage.faults import (
     UNAVAILABLE_ERRORS,
@@ -172,8 +173,7 @@ def _parse_failure_text(error: BaseException) -> str | None:
     if isinstance(error, ValueError) and "digits" in str(error):
         return (
             f"not parsable: it holds an integer of more than {sys.get_int_max_str_digits():,} "
-            "digits; ids are "
-            "integers from 1 to 2,147,483,647"
+            f"digits; ids are integers from 1 to {MAX_ID:,}"
         )
     return None
 

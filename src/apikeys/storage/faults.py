@@ -91,7 +91,9 @@ def error_name(error: BaseException) -> str:
     """The class name of the driver's own error under any wrapping (CannotConnectNowError
     rather than DBAPIError): for logs, which must not carry the error's text (it can hold
     SQL or the URL). A timeout names itself, not the cancellation it was raised from."""
-    *_, innermost = (
-        cause for cause in _causes(error) if not isinstance(cause, asyncio.CancelledError)
-    )
+    innermost = error
+    for cause in _causes(error):
+        if isinstance(cause, asyncio.CancelledError):
+            break
+        innermost = cause
     return type(innermost).__name__
